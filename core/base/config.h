@@ -1,0 +1,57 @@
+// ipfly configuration: one TOML file (default /etc/ipfly/config.toml), every key documented in
+// docs/configuration.md and packaging/config.example.toml. Command-line flags override it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/base/result.h"
+
+namespace ipfly {
+
+// A remote block source: "gateway=URL" (IPFS trustless gateway) or "kubo=URL" (Kubo RPC API).
+struct SourceSpec {
+  enum class Kind { kGateway, kKubo };
+  Kind kind = Kind::kGateway;
+  std::string url;  // base URL without trailing slash, e.g. http://127.0.0.1:8080
+
+  // Parses "gateway=URL" / "kubo=URL". kInvalidArgument with a precise message otherwise.
+  static Result<SourceSpec> Parse(std::string_view spec);
+  std::string ToString() const;
+};
+
+struct FetchConfig {
+  uint32_t timeout_ms = 60'000;        // per-read deadline (a whole `cat` range, one FUSE read)
+  uint32_t block_timeout_ms = 20'000;  // per-request timeout for one block against one source
+  uint32_t stall_timeout_ms = 30'000;  // abort a transfer with no new bytes for this long
+  uint32_t retries = 3;                // retries per source on 429/5xx/timeouts
+  uint32_t retry_backoff_ms = 100;     // first backoff; doubles, with jitter; Retry-After honoured
+  uint32_t max_inflight = 16;          // parallel block fetches per read
+  uint32_t readahead_blocks = 32;      // blocks fetched ahead of a sequential reader
+  uint32_t hedge_ms = 0;               // start the next gateway after this delay (0 = no hedging)
+};
+
+struct Config {
+  std::string store_dir;               // embedded block store; default: DefaultStoreDir()
+  std::string cache_dir;               // block cache for fetched blocks; default: <store_dir>/cache
+  uint64_t cache_max_bytes = 10ull << 30;
+  std::string profile = "kubo-v1";     // import profile: kubo-v1 | kubo-v0 | unixfs-v1-2025
+  std::vector<SourceSpec> sources;     // tried in order, after the embedded store
+  FetchConfig fetch;
+  std::string log_level;               // empty = IPFLY_LOG or "warn"
+
+  // Defaults with store/cache dirs filled in.
+  static Config Defaults();
+  // Reads a TOML file over the defaults. Unknown keys are errors (typos must not pass silently).
+  static Result<Config> Load(const std::string& path);
+  static Result<Config> Parse(std::string_view toml_text, std::string_view origin = "<string>");
+};
+
+// /var/lib/ipfly for root; $XDG_DATA_HOME/ipfly or ~/.local/share/ipfly otherwise.
+std::string DefaultStoreDir();
+// Parses sizes like "10GiB", "512MiB", "1000", "4k". kInvalidArgument on junk.
+Result<uint64_t> ParseByteSize(std::string_view s);
+
+}  // namespace ipfly
