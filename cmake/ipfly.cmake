@@ -22,12 +22,19 @@ target_include_directories(ipfly_flags INTERFACE ${PROJECT_SOURCE_DIR})
 
 # ipfly_test(NAME SOURCES... LIBS ...): one gtest binary per module test folder.
 function(ipfly_test name)
-  cmake_parse_arguments(T "" "" "SOURCES;LIBS" ${ARGN})
+  cmake_parse_arguments(T "WHOLE" "" "SOURCES;LIBS" ${ARGN})
   if(NOT T_SOURCES)
     return()
   endif()
   add_executable(${name} ${T_SOURCES})
   target_link_libraries(${name} PRIVATE ${T_LIBS} GTest::gtest GTest::gtest_main GTest::gmock ipfly_flags)
-  include(GoogleTest)
-  gtest_discover_tests(${name} DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 300)
+  if(T_WHOLE)
+    # One ctest entry for the whole binary: its global environment (e.g. real IPFS nodes) is
+    # started once instead of once per test case.
+    add_test(NAME ${name} COMMAND ${name})
+    set_tests_properties(${name} PROPERTIES TIMEOUT 1200)
+  else()
+    include(GoogleTest)
+    gtest_discover_tests(${name} DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 300)
+  endif()
 endfunction()

@@ -1,5 +1,6 @@
 #include "core/multiformats/multihash.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "core/base/sha256.h"
@@ -68,7 +69,7 @@ Result<Multihash> Multihash::Identity(ByteView data) {
 
 Status Multihash::Verify(ByteView data) const {
   if (code_ == kHashIdentity) {
-    if (data.size() == digest_.size() && std::memcmp(data.data(), digest_.data(), data.size()) == 0) {
+    if (std::equal(data.begin(), data.end(), digest_.begin(), digest_.end())) {
       return OkStatus();
     }
     return Corrupt("data does not match identity multihash");

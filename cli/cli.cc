@@ -1,0 +1,702 @@
+#include "cli/cli.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "core/base/config.h"
+#include "core/base/log.h"
+#include "core/base/result.h"
+#include "core/block.h"
+#include "core/codec/car.h"
+#include "core/codec/dagpb.h"
+#include "core/codec/unixfs_pb.h"
+#include "core/multiformats/cid.h"
+#include "core/unixfs/importer.h"
+#include "ipfs_fetch/fetcher.h"
+#include "ipfs_fetch/fs_block_store.h"
+#include "ipfs_fetch/kubo_rpc.h"
+#include "ipfs_fetch/make_fetcher.h"
+#include "ipfs_fetch/unixfs_reader.h"
+
+namespace ipfly::cli {
+namespace {
+
+namespace fs = std::filesystem;
+using fetch::Deadline;
+using mf::Cid;
+
+constexpr int kExitFailure = 1;
+constexpr int kExitUsage = 2;
+
+// Options every subcommand accepts.
+struct GlobalOptions {
+  std::string config_path;
+  std::string store_dir;
+  std::vector<std::string> sources;
+  std::string timeout;  // "30s", "500ms", "2m"; empty = none for streaming commands
+  std::string log_level;
+};
+
+// A failure to report: message + exit code.
+struct CliError {
+  int code;
+  std::string message;
+};
+
+CliError FromError(const Error& e) {
+  int code = (e.code() == Errc::kInvalidArgument) ? kExitUsage : kExitFailure;
+  return {code, e.message()};
+}
+
+Result<std::chrono::milliseconds> ParseDuration(std::string_view s) {
+  size_t i = 0;
+  uint64_t v = 0;
+  while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) v = v * 10 + (s[i++] - '0');
+  std::string_view unit = s.substr(i);
+  if (i == 0) return InvalidArgument("duration '" + std::string(s) + "' is not a number");
+  if (unit == "ms") return std::chrono::milliseconds(v);
+  if (unit == "s" || unit.empty()) return std::chrono::milliseconds(v * 1000);
+  if (unit == "m") return std::chrono::milliseconds(v * 60'000);
+  if (unit == "h") return std::chrono::milliseconds(v * 3'600'000);
+  return InvalidArgument("duration '" + std::string(s) + "': unit must be ms, s, m or h");
+}
+
+// Everything a command needs: the resolved config, the embedded store and the fetcher chain.
+class Env {
+ public:
+  static Result<std::unique_ptr<Env>> Make(const GlobalOptions& g) {
+    auto env = std::unique_ptr<Env>(new Env);
+    Config cfg = Config::Defaults();
+    std::string path = g.config_path;
+    if (path.empty() && fs::exists("/etc/ipfly/config.toml") && geteuid() == 0) {
+      path = "/etc/ipfly/config.toml";
+    }
+    if (!path.empty()) cfg = IPFLY_TRY(Config::Load(path));
+    if (!g.store_dir.empty()) {
+      cfg.store_dir = g.store_dir;
+      if (g.config_path.empty()) cfg.cache_dir.clear();
+    }
+    if (cfg.cache_dir.empty()) cfg.cache_dir = cfg.store_dir + "/cache";
+    if (!g.sources.empty()) {
+      cfg.sources.clear();
+      for (const auto& s : g.sources) cfg.sources.push_back(IPFLY_TRY(SourceSpec::Parse(s)));
+    }
+    if (!g.log_level.empty()) cfg.log_level = g.log_level;
+    InitLogging(cfg.log_level);
+    if (!g.timeout.empty()) {
+      auto d = IPFLY_TRY(ParseDuration(g.timeout));
+      env->timeout_ = d;
+      cfg.fetch.timeout_ms = static_cast<uint32_t>(d.count());
+      cfg.fetch.block_timeout_ms = std::min<uint32_t>(cfg.fetch.block_timeout_ms,
+                                                      static_cast<uint32_t>(d.count()));
+    }
+    env->config_ = cfg;
+    return env;
+  }
+
+  const Config& config() const { return config_; }
+
+  // The whole read chain: embedded store → cache → sources. Opened on first use.
+  Result<fetch::Fetcher*> fetcher() {
+    if (!fetcher_) fetcher_ = IPFLY_TRY(fetch::MakeFetcher(config_));
+    return fetcher_.get();
+  }
+  Result<fetch::BlockStore*> store() {
+    auto* f = IPFLY_TRY(fetcher());
+    return f->store();
+  }
+  Result<fetch::UnixfsReader*> reader() {
+    if (!reader_) {
+      auto* f = IPFLY_TRY(fetcher());
+      reader_ = std::make_unique<fetch::UnixfsReader>(
+          f, fetch::UnixfsReaderOptions::FromConfig(config_.fetch));
+    }
+    return reader_.get();
+  }
+
+  // The deadline for a whole command: --timeout if given, otherwise none (each block fetch is
+  // still bounded by fetch.block_timeout_ms and the retry budget).
+  Deadline deadline() const {
+    if (timeout_) return fetch::Clock::now() + *timeout_;
+    return Deadline::max();
+  }
+
+ private:
+  Env() = default;
+  Config config_;
+  std::optional<std::chrono::milliseconds> timeout_;
+  std::unique_ptr<fetch::Fetcher> fetcher_;
+  std::unique_ptr<fetch::UnixfsReader> reader_;
+};
+
+// Progress on stderr, only when stderr is a terminal; redrawn at most 5 times a second.
+class Progress {
+ public:
+  Progress(std::string what, uint64_t total) : what_(std::move(what)), total_(total) {
+    enabled_ = isatty(STDERR_FILENO);
+    start_ = std::chrono::steady_clock::now();
+  }
+  ~Progress() {
+    if (enabled_ && drawn_) std::fprintf(stderr, "\r\033[K");
+  }
+  void Add(uint64_t n) {
+    done_ += n;
+    if (!enabled_) return;
+    auto now = std::chrono::steady_clock::now();
+    if (now - last_ < std::chrono::milliseconds(200)) return;
+    last_ = now;
+    drawn_ = true;
+    double secs = std::chrono::duration<double>(now - start_).count();
+    double mbps = secs > 0 ? done_ / secs / 1e6 : 0;
+    if (total_) {
+      std::fprintf(stderr, "\r\033[K%s %.1f / %.1f MB (%.0f%%) %.1f MB/s", what_.c_str(),
+                   done_ / 1e6, total_ / 1e6, 100.0 * done_ / total_, mbps);
+    } else {
+      std::fprintf(stderr, "\r\033[K%s %.1f MB %.1f MB/s", what_.c_str(), done_ / 1e6, mbps);
+    }
+  }
+
+ private:
+  std::string what_;
+  uint64_t total_;
+  uint64_t done_ = 0;
+  bool enabled_ = false;
+  bool drawn_ = false;
+  std::chrono::steady_clock::time_point start_, last_;
+};
+
+Status WriteAll(int fd, ByteView data) {
+  while (!data.empty()) {
+    ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoError("write", errno);
+    }
+    data = data.subspan(static_cast<size_t>(n));
+  }
+  return OkStatus();
+}
+
+Result<Cid> ParseCidArg(const std::string& s) {
+  auto c = Cid::Parse(s);
+  if (!c.ok()) return InvalidArgument(c.error().message());
+  return c;
+}
+
+// A sink that forwards blocks to several sinks (store, CAR file).
+class TeeSink : public BlockSink {
+ public:
+  void Add(BlockSink* s) { sinks_.push_back(s); }
+  bool empty() const { return sinks_.empty(); }
+  Status Put(const Block& b) override {
+    for (auto* s : sinks_) IPFLY_RETURN_IF_ERROR(s->Put(b));
+    return OkStatus();
+  }
+
+ private:
+  std::vector<BlockSink*> sinks_;
+};
+
+// Writes CAR sections to a temporary file; Finish() writes the final CAR (header with the roots
+// known only at the end, then the sections) to `out`. Memory stays constant.
+class CarSpool : public BlockSink {
+ public:
+  static Result<std::unique_ptr<CarSpool>> Create(const std::string& dir) {
+    auto s = std::unique_ptr<CarSpool>(new CarSpool);
+    std::string tmpl = dir + "/ipfly-car-XXXXXX";
+    s->fd_ = mkstemp(tmpl.data());
+    if (s->fd_ < 0) return ErrnoError("create temporary CAR in " + dir, errno);
+    unlink(tmpl.c_str());
+    return s;
+  }
+  ~CarSpool() override {
+    if (fd_ >= 0) close(fd_);
+  }
+  Status Put(const Block& b) override {
+    std::lock_guard lk(mu_);
+    if (!seen_.insert(b.cid().multihash().bytes()).second) return OkStatus();  // dups=n
+    return WriteAll(fd_, codec::EncodeCarSection(b.cid(), b.data()));
+  }
+  // Writes header(roots) + sections to `out_path` (tmp + rename).
+  Status Finish(const std::vector<Cid>& roots, const std::string& out_path) {
+    std::string tmp = out_path + ".ipfly-tmp";
+    int out = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (out < 0) return ErrnoError("create " + tmp, errno);
+    auto st = CopyTo(out, roots);
+    if (::close(out) != 0 && st.ok()) st = ErrnoError("close " + tmp, errno);
+    if (st.ok() && ::rename(tmp.c_str(), out_path.c_str()) != 0) {
+      st = ErrnoError("rename " + tmp, errno);
+    }
+    if (!st.ok()) ::unlink(tmp.c_str());
+    return st;
+  }
+
+ private:
+  CarSpool() = default;
+  Status CopyTo(int out, const std::vector<Cid>& roots) {
+    IPFLY_RETURN_IF_ERROR(WriteAll(out, codec::EncodeCarV1Header(roots)));
+    off_t off = 0;
+    struct stat st {};
+    if (fstat(fd_, &st) != 0) return ErrnoError("stat temporary CAR", errno);
+    while (off < st.st_size) {
+      ssize_t n = copy_file_range(fd_, &off, out, nullptr, static_cast<size_t>(st.st_size - off), 0);
+      if (n < 0) return ErrnoError("copy CAR sections", errno);
+      if (n == 0) break;
+    }
+    return OkStatus();
+  }
+  int fd_ = -1;
+  std::mutex mu_;
+  std::set<Bytes> seen_;
+};
+
+// ---- add -------------------------------------------------------------------------------------
+
+struct AddOptions {
+  std::vector<std::string> paths;
+  std::string profile;
+  bool only_hash = false;
+  bool quiet = false;
+  bool quieter = false;
+  bool recursive = false;
+  std::string car_out;
+  std::string to;
+};
+
+std::optional<CliError> CmdAdd(const GlobalOptions& g, const AddOptions& o) {
+  auto env_r = Env::Make(g);
+  if (!env_r.ok()) return FromError(env_r.error());
+  auto& env = **env_r;
+  auto profile = unixfs::ImportProfile::ByName(o.profile.empty() ? env.config().profile : o.profile);
+  if (!profile.ok()) return CliError{kExitUsage, profile.error().message()};
+
+  std::optional<SourceSpec> to;
+  if (!o.to.empty()) {
+    auto s = SourceSpec::Parse(o.to);
+    if (!s.ok()) return CliError{kExitUsage, "--to: " + s.error().message()};
+    if (s->kind != SourceSpec::Kind::kKubo) {
+      return CliError{kExitUsage, "--to: only kubo=URL can receive blocks"};
+    }
+    to = *s;
+  }
+  for (const auto& p : o.paths) {
+    std::error_code ec;
+    auto st = fs::symlink_status(p, ec);
+    if (ec) return CliError{kExitFailure, p + ": " + ec.message()};
+    if (fs::is_directory(st) && !o.recursive) {
+      return CliError{kExitUsage, p + " is a directory, use -r to add directories"};
+    }
+  }
+
+  TeeSink sink;
+  if (!o.only_hash) {
+    auto store = env.store();
+    if (!store.ok()) return FromError(store.error());
+    sink.Add(*store);
+  }
+  std::unique_ptr<CarSpool> spool;
+  if (!o.car_out.empty() || to) {
+    std::string dir = o.car_out.empty() ? fs::temp_directory_path().string()
+                                        : fs::absolute(o.car_out).parent_path().string();
+    auto s = CarSpool::Create(dir);
+    if (!s.ok()) return FromError(s.error());
+    spool = std::move(*s);
+    sink.Add(spool.get());
+  }
+
+  std::vector<Cid> roots;
+  auto t0 = std::chrono::steady_clock::now();
+  uint64_t total_bytes = 0;
+  for (const auto& p : o.paths) {
+    auto r = unixfs::ImportTree(
+        p, *profile, sink.empty() ? nullptr : &sink,
+        [&](const std::string& rel, const unixfs::ImportedNode& n) -> Status {
+          total_bytes += n.filesize;
+          if (o.quieter) return OkStatus();
+          if (o.quiet) std::printf("%s\n", n.cid.ToString().c_str());
+          else std::printf("added %s %s\n", n.cid.ToString().c_str(), rel.c_str());
+          return OkStatus();
+        });
+    if (!r.ok()) return FromError(r.error().With(p));
+    if (o.quieter) std::printf("%s\n", r->cid.ToString().c_str());
+    roots.push_back(r->cid);
+  }
+  std::fflush(stdout);
+  if (spool) {
+    std::string car_path = o.car_out;
+    std::string tmp_car;
+    if (car_path.empty()) {
+      tmp_car = (fs::temp_directory_path() / ("ipfly-upload-" + std::to_string(getpid()) + ".car")).string();
+      car_path = tmp_car;
+    }
+    auto st = spool->Finish(roots, car_path);
+    if (!st.ok()) return FromError(st.error());
+    if (to) {
+      fetch::KuboRpcClient kubo(to->url, nullptr);
+      auto imp = kubo.DagImport(car_path, env.deadline());
+      if (!tmp_car.empty()) ::unlink(tmp_car.c_str());
+      if (!imp.ok()) return FromError(imp.error().With("--to " + to->url));
+    }
+  }
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  IPFLY_LOG_INFO("added {} bytes in {:.3f} s ({:.1f} MB/s)", total_bytes, secs,
+                 secs > 0 ? total_bytes / secs / 1e6 : 0.0);
+  return std::nullopt;
+}
+
+// ---- cat / get -------------------------------------------------------------------------------
+
+struct CatOptions {
+  std::string cid;
+  uint64_t offset = 0;
+  std::optional<uint64_t> length;
+  std::string output;
+};
+
+std::optional<CliError> CmdCat(const GlobalOptions& g, const CatOptions& o) {
+  auto cid = ParseCidArg(o.cid);
+  if (!cid.ok()) return FromError(cid.error());
+  auto env_r = Env::Make(g);
+  if (!env_r.ok()) return FromError(env_r.error());
+  auto& env = **env_r;
+  auto reader = env.reader();
+  if (!reader.ok()) return FromError(reader.error());
+  Deadline dl = env.deadline();
+  auto size = (*reader)->Size(*cid, dl);
+  if (!size.ok()) return FromError(size.error());
+  uint64_t len = o.length.value_or(UINT64_MAX);
+  if (o.offset >= *size) len = 0;
+  len = std::min<uint64_t>(len, *size - std::min(o.offset, *size));
+  Progress progress("cat", len);
+  auto st = (*reader)->Stream(*cid, o.offset, len, [&](ByteView chunk) -> Status {
+    progress.Add(chunk.size());
+    return WriteAll(STDOUT_FILENO, chunk);
+  }, dl);
+  if (!st.ok()) return FromError(st.error());
+  return std::nullopt;
+}
+
+// Writes the UnixFS object at `cid` to `path`: a file, a directory tree or a symlink.
+Status GetTo(Env& env, const Cid& cid, const std::string& path, Deadline dl, Progress& progress,
+             int depth = 0) {
+  if (depth > 64) return Corrupt("directory tree deeper than 64 levels at " + path);
+  auto* fetcher = IPFLY_TRY(env.fetcher());
+  auto* reader = IPFLY_TRY(env.reader());
+  if (cid.codec() == mf::kCodecDagPb) {
+    auto block = IPFLY_TRY(fetcher->Get(cid, dl));
+    auto node = IPFLY_TRY(codec::DecodeDagPb(block.data()));
+    if (!node.data) return Corrupt(cid.ToString() + ": dag-pb node without UnixFS data");
+    auto ufs = IPFLY_TRY(codec::DecodeUnixfs(*node.data));
+    if (ufs.type == codec::UnixfsType::kDirectory) {
+      if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) return ErrnoError("mkdir " + path, errno);
+      std::set<std::string> names;
+      for (const auto& l : node.links) {
+        std::string n = l.name.value_or("");
+        if (n.empty() || n == "." || n == ".." || n.find('/') != std::string::npos) {
+          return Corrupt(cid.ToString() + ": unsafe directory entry name '" + n + "'");
+        }
+        if (!names.insert(n).second) continue;  // duplicates: the first one wins (spec)
+        IPFLY_RETURN_IF_ERROR(GetTo(env, l.hash, path + "/" + n, dl, progress, depth + 1));
+      }
+      return OkStatus();
+    }
+    if (ufs.type == codec::UnixfsType::kSymlink) {
+      std::string target(ufs.data ? AsString(*ufs.data) : "");
+      if (::symlink(target.c_str(), path.c_str()) != 0) return ErrnoError("symlink " + path, errno);
+      return OkStatus();
+    }
+    if (ufs.type == codec::UnixfsType::kHamtShard) {
+      return Unsupported(cid.ToString() + ": HAMT-sharded directories are not supported yet");
+    }
+  }
+  // A file: stream into path.tmp, rename when complete (never a partial file under the name).
+  std::string tmp = path + ".ipfly-tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return ErrnoError("create " + tmp, errno);
+  auto st = reader->Stream(cid, 0, UINT64_MAX, [&](ByteView chunk) -> Status {
+    progress.Add(chunk.size());
+    return WriteAll(fd, chunk);
+  }, dl);
+  if (::close(fd) != 0 && st.ok()) st = ErrnoError("close " + tmp, errno);
+  if (st.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) st = ErrnoError("rename " + tmp, errno);
+  if (!st.ok()) ::unlink(tmp.c_str());
+  return st;
+}
+
+std::optional<CliError> CmdGet(const GlobalOptions& g, const CatOptions& o) {
+  auto cid = ParseCidArg(o.cid);
+  if (!cid.ok()) return FromError(cid.error());
+  auto env_r = Env::Make(g);
+  if (!env_r.ok()) return FromError(env_r.error());
+  std::string out = o.output.empty() ? o.cid : o.output;
+  Progress progress("get", 0);
+  auto st = GetTo(**env_r, *cid, out, (*env_r)->deadline(), progress);
+  if (!st.ok()) return FromError(st.error());
+  return std::nullopt;
+}
+
+// ---- block -----------------------------------------------------------------------------------
+
+std::optional<CliError> CmdBlock(const GlobalOptions& g, const std::string& cid_s, bool stat) {
+  auto cid = ParseCidArg(cid_s);
+  if (!cid.ok()) return FromError(cid.error());
+  auto env_r = Env::Make(g);
+  if (!env_r.ok()) return FromError(env_r.error());
+  auto f = (*env_r)->fetcher();
+  if (!f.ok()) return FromError(f.error());
+  auto b = (*f)->Get(*cid, (*env_r)->deadline());
+  if (!b.ok()) return FromError(b.error());
+  if (stat) {
+    std::printf("Key: %s\nSize: %zu\nCodec: %s\n", cid->ToString().c_str(), b->size(),
+                mf::CodecName(cid->codec()).c_str());
+    return std::nullopt;
+  }
+  auto st = WriteAll(STDOUT_FILENO, b->data());
+  if (!st.ok()) return FromError(st.error());
+  return std::nullopt;
+}
+
+// ---- car -------------------------------------------------------------------------------------
+
+// Writes the whole DAG under `root` (DFS, each block once) as a CARv1.
+std::optional<CliError> CmdCarExport(const GlobalOptions& g, const std::string& cid_s,
+                                     const std::string& out) {
+  auto cid = ParseCidArg(cid_s);
+  if (!cid.ok()) return FromError(cid.error());
+  auto env_r = Env::Make(g);
+  if (!env_r.ok()) return FromError(env_r.error());
+  auto& env = **env_r;
+  auto f = env.fetcher();
+  if (!f.ok()) return FromError(f.error());
+  int fd = STDOUT_FILENO;
+  std::string tmp;
+  if (!out.empty() && out != "-") {
+    tmp = out + ".ipfly-tmp";
+    fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return FromError(ErrnoError("create " + tmp, errno));
+  }
+  Deadline dl = env.deadline();
+  Progress progress("export", 0);
+  std::set<Bytes> seen;
+  std::function<Status(const Cid&, int)> walk = [&](const Cid& c, int depth) -> Status {
+    if (depth > 64) return Corrupt("DAG deeper than 64 levels");
+    if (c.is_identity()) return OkStatus();  // never stored in CARs
+    if (!seen.insert(c.multihash().bytes()).second) return OkStatus();
+    auto b = IPFLY_TRY((*f)->Get(c, dl));
+    IPFLY_RETURN_IF_ERROR(WriteAll(fd, codec::EncodeCarSection(c, b.data())));
+    progress.Add(b.size());
+    if (c.codec() == mf::kCodecDagPb) {
+      auto node = IPFLY_TRY(codec::DecodeDagPb(b.data()));
+      for (const auto& l : node.links) IPFLY_RETURN_IF_ERROR(walk(l.hash, depth + 1));
+    } else if (c.codec() != mf::kCodecRaw) {
+      return Unsupported("car export: cannot walk links of codec " + mf::CodecName(c.codec()));
+    }
+    return OkStatus();
+  };
+  auto st = WriteAll(fd, codec::EncodeCarV1Header({*cid}));
+  if (st.ok()) st = walk(*cid, 0);
+  if (fd != STDOUT_FILENO) {
+    if (::close(fd) != 0 && st.ok()) st = ErrnoError("close " + tmp, errno);
+    if (st.ok() && ::rename(tmp.c_str(), out.c_str()) != 0) st = ErrnoError("rename " + tmp, errno);
+    if (!st.ok()) ::unlink(tmp.c_str());
+  }
+  if (!st.ok()) return FromError(st.error());
+  return std::nullopt;
+}
+
+std::optional<CliError> CmdCarImport(const GlobalOptions& g, const std::vector<std::string>& files) {
+  auto env_r = Env::Make(g);
+  if (!env_r.ok()) return FromError(env_r.error());
+  auto store = (*env_r)->store();
+  if (!store.ok()) return FromError(store.error());
+  for (const auto& path : files) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return FromError(ErrnoError("open " + path, errno));
+    std::vector<Cid> roots;
+    uint64_t blocks = 0, bytes = 0;
+    codec::CarParser parser(
+        [&](const codec::CarHeader& h) -> Status {
+          roots = h.roots;
+          return OkStatus();
+        },
+        [&](Cid c, Bytes data) -> Status {
+          auto b = Block::Verify(c, std::move(data));
+          if (!b.ok()) return b.error();
+          ++blocks;
+          bytes += b->size();
+          return (*store)->Put(*b);
+        });
+    std::vector<uint8_t> buf(1 << 20);
+    Status st;
+    for (;;) {
+      ssize_t n = ::read(fd, buf.data(), buf.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) { st = ErrnoError("read " + path, errno); break; }
+      if (n == 0) { st = parser.Finish(); break; }
+      st = parser.Feed(ByteView(buf.data(), static_cast<size_t>(n)));
+      if (!st.ok()) break;
+    }
+    ::close(fd);
+    if (!st.ok()) return FromError(st.error().With(path));
+    for (const auto& r : roots) std::printf("root %s\n", r.ToString().c_str());
+    std::fprintf(stderr, "imported %llu blocks (%llu bytes) from %s\n",
+                 static_cast<unsigned long long>(blocks), static_cast<unsigned long long>(bytes),
+                 path.c_str());
+  }
+  return std::nullopt;
+}
+
+// ---- cid -------------------------------------------------------------------------------------
+
+std::optional<CliError> CmdCidInspect(const std::string& s) {
+  auto cid = ParseCidArg(s);
+  if (!cid.ok()) return FromError(cid.error());
+  const auto& mh = cid->multihash();
+  std::printf("CID:       %s\n", cid->ToString().c_str());
+  std::printf("Version:   %d\n", cid->version());
+  std::printf("Codec:     %s (0x%llx)\n", mf::CodecName(cid->codec()).c_str(),
+              static_cast<unsigned long long>(cid->codec()));
+  std::printf("Multihash: %s (0x%llx), %zu-byte digest\n",
+              mh.is_identity() ? "identity" : "sha2-256",
+              static_cast<unsigned long long>(mh.code()), mh.digest().size());
+  std::printf("Digest:    %s\n", HexEncode(mh.digest()).c_str());
+  if (auto v0 = cid->ToV0(); v0.ok()) std::printf("CIDv0:     %s\n", v0->ToString().c_str());
+  std::printf("CIDv1:     %s\n", cid->ToV1().ToString().c_str());
+  return std::nullopt;
+}
+
+std::optional<CliError> CmdCidConvert(const std::string& s, const std::string& to,
+                                      const std::string& base) {
+  auto cid = ParseCidArg(s);
+  if (!cid.ok()) return FromError(cid.error());
+  if (to == "v0") {
+    auto v0 = cid->ToV0();
+    if (!v0.ok()) return CliError{kExitUsage, v0.error().message()};
+    std::printf("%s\n", v0->ToString().c_str());
+    return std::nullopt;
+  }
+  if (to != "v1") return CliError{kExitUsage, "--to must be v0 or v1"};
+  auto b = mf::MultibaseFromName(base);
+  if (!b.ok()) return CliError{kExitUsage, b.error().message()};
+  std::printf("%s\n", cid->ToV1().ToString(*b).c_str());
+  return std::nullopt;
+}
+
+void AddGlobalOptions(CLI::App* app, GlobalOptions* g) {
+  app->add_option("--config", g->config_path, "TOML config file (default /etc/ipfly/config.toml for root)");
+  app->add_option("--store", g->store_dir, "Embedded block store directory");
+  app->add_option("--source", g->sources,
+                  "Block source KIND=URL, KIND gateway or kubo; repeatable, tried in order");
+  app->add_option("--timeout", g->timeout, "Deadline for the whole command, e.g. 30s, 500ms");
+  app->add_option("--log-level", g->log_level, "trace, debug, info, warn, error, off");
+}
+
+}  // namespace
+
+int RunCli(int argc, char** argv) {
+  CLI::App app{"ipfly: run container images from IPFS — content tools"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "ipfly 0.1.0");
+  GlobalOptions g;
+  std::optional<CliError> err;
+
+  auto* add = app.add_subcommand("add", "Import files into the embedded store (Kubo-compatible CIDs)");
+  AddOptions ao;
+  add->add_option("paths", ao.paths, "Files or directories (with -r)")->required();
+  add->add_option("--profile", ao.profile, "kubo-v1 (default) | kubo-v0 | unixfs-v1-2025");
+  add->add_flag("-n,--only-hash", ao.only_hash, "Only compute CIDs, store nothing");
+  add->add_flag("-q,--quiet", ao.quiet, "Print only CIDs, one per line");
+  add->add_flag("-Q,--quieter", ao.quieter, "Print only the root CIDs");
+  add->add_flag("-r,--recursive", ao.recursive, "Add directories recursively");
+  add->add_option("--car", ao.car_out, "Also write the DAG(s) as a CARv1 file");
+  add->add_option("--to", ao.to, "Also import into a Kubo node: kubo=URL");
+  AddGlobalOptions(add, &g);
+  add->callback([&] { err = CmdAdd(g, ao); });
+
+  CatOptions co;
+  auto* cat = app.add_subcommand("cat", "Write a UnixFS file (or a byte range of it) to stdout");
+  cat->add_option("cid", co.cid, "CID of the file")->required();
+  cat->add_option("--offset", co.offset, "First byte");
+  cat->add_option("--length", co.length, "Number of bytes (default: to the end)");
+  AddGlobalOptions(cat, &g);
+  cat->callback([&] { err = CmdCat(g, co); });
+
+  auto* get = app.add_subcommand("get", "Write a UnixFS file or directory tree to disk");
+  get->add_option("cid", co.cid, "CID of the file or directory")->required();
+  get->add_option("-o,--output", co.output, "Output path (default: the CID)");
+  AddGlobalOptions(get, &g);
+  get->callback([&] { err = CmdGet(g, co); });
+
+  std::string block_cid;
+  auto* block = app.add_subcommand("block", "Raw blocks");
+  block->require_subcommand(1);
+  auto* bget = block->add_subcommand("get", "Write one verified block to stdout");
+  bget->add_option("cid", block_cid)->required();
+  AddGlobalOptions(bget, &g);
+  bget->callback([&] { err = CmdBlock(g, block_cid, false); });
+  auto* bstat = block->add_subcommand("stat", "Print a block's CID and size");
+  bstat->add_option("cid", block_cid)->required();
+  AddGlobalOptions(bstat, &g);
+  bstat->callback([&] { err = CmdBlock(g, block_cid, true); });
+
+  auto* car = app.add_subcommand("car", "CAR archives");
+  car->require_subcommand(1);
+  std::string car_cid, car_out;
+  std::vector<std::string> car_files;
+  auto* cexp = car->add_subcommand("export", "Write the DAG under a CID as a CARv1");
+  cexp->add_option("cid", car_cid)->required();
+  cexp->add_option("-o,--output", car_out, "Output file (default stdout)");
+  AddGlobalOptions(cexp, &g);
+  cexp->callback([&] { err = CmdCarExport(g, car_cid, car_out); });
+  auto* cimp = car->add_subcommand("import", "Verify and store every block of CARv1/v2 files");
+  cimp->add_option("files", car_files)->required();
+  AddGlobalOptions(cimp, &g);
+  cimp->callback([&] { err = CmdCarImport(g, car_files); });
+
+  auto* cidc = app.add_subcommand("cid", "Inspect and convert CIDs");
+  cidc->require_subcommand(1);
+  std::string cid_arg, cid_to = "v1", cid_base = "base32";
+  auto* insp = cidc->add_subcommand("inspect", "Show a CID's parts");
+  insp->add_option("cid", cid_arg)->required();
+  insp->callback([&] { err = CmdCidInspect(cid_arg); });
+  auto* conv = cidc->add_subcommand("convert", "Convert between CIDv0/v1 and multibases");
+  conv->add_option("cid", cid_arg)->required();
+  conv->add_option("--to", cid_to, "v0 or v1 (default v1)");
+  conv->add_option("--base", cid_base, "base32 (default), base58btc, base16, base36");
+  conv->callback([&] { err = CmdCidConvert(cid_arg, cid_to, cid_base); });
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return kExitUsage;
+  }
+  if (err) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "ipfly: %s\n", err->message.c_str());
+    return err->code;
+  }
+  return 0;
+}
+
+}  // namespace ipfly::cli
