@@ -30,6 +30,9 @@
 // disturb the fetch). If the fetching caller's deadline was earlier and it timed out, a waiter
 // with time left fetches again itself.
 //
+// Hedging (FetchConfig::hedge_ms) is done inside MultiGatewaySource, which MakeFetcher uses for
+// runs of consecutive gateways when hedging is on; the Fetcher itself asks one source at a time.
+//
 // Thread safety: all methods are thread-safe. The Fetcher never starts threads of its own; a Get
 // runs on the caller's thread (waiters block on a condition variable).
 #pragma once

@@ -312,7 +312,8 @@ Result<Block> FsBlockStore::Get(const mf::Cid& cid, Deadline /*deadline*/) {
   hits_.fetch_add(1, std::memory_order_relaxed);
   {
     std::lock_guard lk(mu_);
-    IndexLocked(key, size);
+    IndexLocked(key, size);  // also adopts blocks written by another process sharing the dir
+    EvictLocked();
   }
   if (options_.max_bytes != 0) {
     // Keep the LRU order across restarts (Scan orders by mtime). Failure only degrades order.

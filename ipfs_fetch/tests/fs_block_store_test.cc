@@ -271,6 +271,20 @@ TEST(FsBlockStore, ConcurrentPutGet) {
   EXPECT_EQ(CountFiles(tmp / "blocks"), store->stats().blocks);
 }
 
+TEST(FsBlockStore, TwoInstancesShareADirectory) {
+  TempDir tmp;
+  auto daemon = FsBlockStore::Open(tmp.path()).value();
+  auto cli = FsBlockStore::Open(tmp.path()).value();
+  Block b = MakeBlock("added by the CLI");
+  ASSERT_TRUE(cli->Put(b).ok());
+  EXPECT_TRUE(daemon->Has(b.cid()).value());
+  EXPECT_TRUE(daemon->Get(b.cid(), kNoDeadline).ok());
+  EXPECT_EQ(daemon->stats().blocks, 1u);
+  ASSERT_TRUE(cli->Delete(b.cid().multihash()).ok());
+  EXPECT_EQ(daemon->Get(b.cid(), kNoDeadline).error().code(), Errc::kNotFound);
+  EXPECT_EQ(daemon->stats().blocks, 0u);
+}
+
 TEST(FsBlockStore, FsyncOption) {
   TempDir tmp;
   FsBlockStoreOptions opt;
