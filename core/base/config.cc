@@ -18,12 +18,16 @@ Result<SourceSpec> SourceSpec::Parse(std::string_view spec) {
   }
   std::string_view kind = spec.substr(0, eq), url = spec.substr(eq + 1);
   SourceSpec s;
-  if (kind == "gateway") s.kind = Kind::kGateway;
-  else if (kind == "kubo") s.kind = Kind::kKubo;
-  else return InvalidArgument("source '" + std::string(spec) + "': unknown kind '" +
-                              std::string(kind) + "' (expected gateway or kubo)");
+  if (kind == "gateway")
+    s.kind = Kind::kGateway;
+  else if (kind == "kubo")
+    s.kind = Kind::kKubo;
+  else
+    return InvalidArgument("source '" + std::string(spec) + "': unknown kind '" +
+                           std::string(kind) + "' (expected gateway or kubo)");
   if (!(url.starts_with("http://") || url.starts_with("https://")) || url.size() < 10) {
-    return InvalidArgument("source '" + std::string(spec) + "': URL must start with http:// or https://");
+    return InvalidArgument("source '" + std::string(spec) +
+                           "': URL must start with http:// or https://");
   }
   while (url.ends_with('/')) url.remove_suffix(1);
   s.url = std::string(url);
@@ -54,18 +58,25 @@ Result<uint64_t> ParseByteSize(std::string_view s) {
     return InvalidArgument("size '" + std::string(s) + "' is not a number");
   }
   while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) {
-    if (v > (UINT64_MAX - 9) / 10) return InvalidArgument("size '" + std::string(s) + "' overflows");
+    if (v > (UINT64_MAX - 9) / 10)
+      return InvalidArgument("size '" + std::string(s) + "' overflows");
     v = v * 10 + (s[i++] - '0');
   }
   std::string unit(s.substr(i));
   for (auto& ch : unit) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
   uint64_t mul = 1;
-  if (unit.empty() || unit == "b") mul = 1;
-  else if (unit == "k" || unit == "kib" || unit == "kb") mul = 1ull << 10;
-  else if (unit == "m" || unit == "mib" || unit == "mb") mul = 1ull << 20;
-  else if (unit == "g" || unit == "gib" || unit == "gb") mul = 1ull << 30;
-  else if (unit == "t" || unit == "tib" || unit == "tb") mul = 1ull << 40;
-  else return InvalidArgument("size '" + std::string(s) + "': unknown unit '" + unit + "'");
+  if (unit.empty() || unit == "b")
+    mul = 1;
+  else if (unit == "k" || unit == "kib" || unit == "kb")
+    mul = 1ull << 10;
+  else if (unit == "m" || unit == "mib" || unit == "mb")
+    mul = 1ull << 20;
+  else if (unit == "g" || unit == "gib" || unit == "gb")
+    mul = 1ull << 30;
+  else if (unit == "t" || unit == "tib" || unit == "tb")
+    mul = 1ull << 40;
+  else
+    return InvalidArgument("size '" + std::string(s) + "': unknown unit '" + unit + "'");
   if (v > UINT64_MAX / mul) return InvalidArgument("size '" + std::string(s) + "' overflows");
   return v * mul;
 }
@@ -134,8 +145,8 @@ Result<Config> Config::Parse(std::string_view text, std::string_view origin) {
     return InvalidArgument(os.str());
   }
   Config c = Defaults();
-  IPFLY_RETURN_IF_ERROR(CheckKeys(root, {"store", "cache", "import", "fetch", "source", "log"},
-                                  "config"));
+  IPFLY_RETURN_IF_ERROR(
+      CheckKeys(root, {"store", "cache", "import", "fetch", "source", "log"}, "config"));
   if (auto* t = root["store"].as_table()) {
     IPFLY_RETURN_IF_ERROR(CheckKeys(*t, {"dir"}, "[store]"));
     IPFLY_RETURN_IF_ERROR(GetString(*t, "dir", &c.store_dir, "store"));
@@ -154,11 +165,11 @@ Result<Config> Config::Parse(std::string_view text, std::string_view origin) {
     IPFLY_RETURN_IF_ERROR(GetString(*t, "level", &c.log_level, "log"));
   }
   if (auto* t = root["fetch"].as_table()) {
-    IPFLY_RETURN_IF_ERROR(CheckKeys(*t,
-                                    {"timeout_ms", "block_timeout_ms", "stall_timeout_ms", "retries",
-                                     "retry_backoff_ms", "max_inflight", "readahead_blocks",
-                                     "hedge_ms"},
-                                    "[fetch]"));
+    IPFLY_RETURN_IF_ERROR(
+        CheckKeys(*t,
+                  {"timeout_ms", "block_timeout_ms", "stall_timeout_ms", "retries",
+                   "retry_backoff_ms", "max_inflight", "readahead_blocks", "hedge_ms"},
+                  "[fetch]"));
     auto& f = c.fetch;
     IPFLY_RETURN_IF_ERROR(GetUint(*t, "timeout_ms", &f.timeout_ms, "fetch"));
     IPFLY_RETURN_IF_ERROR(GetUint(*t, "block_timeout_ms", &f.block_timeout_ms, "fetch"));

@@ -34,13 +34,13 @@ struct FetchConfig {
 };
 
 struct Config {
-  std::string store_dir;               // embedded block store; default: DefaultStoreDir()
-  std::string cache_dir;               // block cache for fetched blocks; default: <store_dir>/cache
+  std::string store_dir;  // embedded block store; default: DefaultStoreDir()
+  std::string cache_dir;  // block cache for fetched blocks; default: <store_dir>/cache
   uint64_t cache_max_bytes = 10ull << 30;
-  std::string profile = "kubo-v1";     // import profile: kubo-v1 | kubo-v0 | unixfs-v1-2025
-  std::vector<SourceSpec> sources;     // tried in order, after the embedded store
+  std::string profile = "kubo-v1";  // import profile: kubo-v1 | kubo-v0 | unixfs-v1-2025
+  std::vector<SourceSpec> sources;  // tried in order, after the embedded store
   FetchConfig fetch;
-  std::string log_level;               // empty = IPFLY_LOG or "warn"
+  std::string log_level;  // empty = IPFLY_LOG or "warn"
 
   // Defaults with store/cache dirs filled in.
   static Config Defaults();

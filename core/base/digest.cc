@@ -9,9 +9,12 @@ Result<Digest> Digest::Parse(std::string_view s) {
   }
   std::string_view alg = s.substr(0, colon), hex = s.substr(colon + 1);
   size_t want = 0;
-  if (alg == "sha256") want = 64;
-  else if (alg == "sha512") want = 128;
-  else return Unsupported("digest algorithm '" + std::string(alg) + "' is not supported");
+  if (alg == "sha256")
+    want = 64;
+  else if (alg == "sha512")
+    want = 128;
+  else
+    return Unsupported("digest algorithm '" + std::string(alg) + "' is not supported");
   if (hex.size() != want) {
     return InvalidArgument("digest '" + std::string(s) + "': expected " + std::to_string(want) +
                            " hex characters, got " + std::to_string(hex.size()));

@@ -6,18 +6,30 @@ namespace ipfly {
 
 std::string_view ErrcName(Errc c) {
   switch (c) {
-    case Errc::kInvalidArgument: return "invalid argument";
-    case Errc::kCorrupt: return "corrupt data";
-    case Errc::kUnsupported: return "unsupported";
-    case Errc::kNotFound: return "not found";
-    case Errc::kTimeout: return "timeout";
-    case Errc::kUnavailable: return "unavailable";
-    case Errc::kTooLarge: return "too large";
-    case Errc::kIo: return "i/o error";
-    case Errc::kAlreadyExists: return "already exists";
-    case Errc::kPermissionDenied: return "permission denied";
-    case Errc::kCancelled: return "cancelled";
-    case Errc::kInternal: return "internal error";
+    case Errc::kInvalidArgument:
+      return "invalid argument";
+    case Errc::kCorrupt:
+      return "corrupt data";
+    case Errc::kUnsupported:
+      return "unsupported";
+    case Errc::kNotFound:
+      return "not found";
+    case Errc::kTimeout:
+      return "timeout";
+    case Errc::kUnavailable:
+      return "unavailable";
+    case Errc::kTooLarge:
+      return "too large";
+    case Errc::kIo:
+      return "i/o error";
+    case Errc::kAlreadyExists:
+      return "already exists";
+    case Errc::kPermissionDenied:
+      return "permission denied";
+    case Errc::kCancelled:
+      return "cancelled";
+    case Errc::kInternal:
+      return "internal error";
   }
   return "unknown error";
 }

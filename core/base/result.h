@@ -16,18 +16,18 @@ namespace ipfly {
 
 // Error categories. Callers branch on these; the message is for humans.
 enum class Errc {
-  kInvalidArgument,   // malformed input from the caller (bad CID string, bad flag value)
-  kCorrupt,           // bytes failed verification or a parser rejected them (hash mismatch, bad dag-pb)
-  kUnsupported,       // well-formed but not supported (unknown codec, hash function, format)
-  kNotFound,          // the object does not exist in this source/store
-  kTimeout,           // a deadline passed
-  kUnavailable,       // transient transport failure (connection refused/reset, 429, 5xx); retryable
-  kTooLarge,          // a size limit was exceeded (block > 2 MiB, upload cap)
-  kIo,                // local file-system error
+  kInvalidArgument,  // malformed input from the caller (bad CID string, bad flag value)
+  kCorrupt,      // bytes failed verification or a parser rejected them (hash mismatch, bad dag-pb)
+  kUnsupported,  // well-formed but not supported (unknown codec, hash function, format)
+  kNotFound,     // the object does not exist in this source/store
+  kTimeout,      // a deadline passed
+  kUnavailable,  // transient transport failure (connection refused/reset, 429, 5xx); retryable
+  kTooLarge,     // a size limit was exceeded (block > 2 MiB, upload cap)
+  kIo,           // local file-system error
   kAlreadyExists,
   kPermissionDenied,
   kCancelled,
-  kInternal,          // a bug or an unexpected state
+  kInternal,  // a bug or an unexpected state
 };
 
 std::string_view ErrcName(Errc c);
@@ -66,23 +66,38 @@ template <typename T>
 class [[nodiscard]] Result {
  public:
   using value_type = T;
-  Result(T value) : v_(std::in_place_index<0>, std::move(value)) {}  // NOLINT: implicit
+  Result(T value) : v_(std::in_place_index<0>, std::move(value)) {}      // NOLINT: implicit
   Result(Error error) : v_(std::in_place_index<1>, std::move(error)) {}  // NOLINT: implicit
 
   bool ok() const { return v_.index() == 0; }
   explicit operator bool() const { return ok(); }
 
-  T& value() & { assert(ok()); return std::get<0>(v_); }
-  const T& value() const& { assert(ok()); return std::get<0>(v_); }
-  T&& value() && { assert(ok()); return std::get<0>(std::move(v_)); }
+  T& value() & {
+    assert(ok());
+    return std::get<0>(v_);
+  }
+  const T& value() const& {
+    assert(ok());
+    return std::get<0>(v_);
+  }
+  T&& value() && {
+    assert(ok());
+    return std::get<0>(std::move(v_));
+  }
   T* operator->() { return &value(); }
   const T* operator->() const { return &value(); }
   T& operator*() & { return value(); }
   const T& operator*() const& { return value(); }
   T&& operator*() && { return std::move(*this).value(); }
 
-  const Error& error() const& { assert(!ok()); return std::get<1>(v_); }
-  Error&& error() && { assert(!ok()); return std::get<1>(std::move(v_)); }
+  const Error& error() const& {
+    assert(!ok());
+    return std::get<1>(v_);
+  }
+  Error&& error() && {
+    assert(!ok());
+    return std::get<1>(std::move(v_));
+  }
 
   T value_or(T other) const& { return ok() ? value() : std::move(other); }
 
@@ -98,8 +113,14 @@ class [[nodiscard]] Result<void> {
   bool ok() const { return ok_; }
   explicit operator bool() const { return ok_; }
   void value() const { assert(ok_); }
-  const Error& error() const& { assert(!ok_); return e_; }
-  Error&& error() && { assert(!ok_); return std::move(e_); }
+  const Error& error() const& {
+    assert(!ok_);
+    return e_;
+  }
+  Error&& error() && {
+    assert(!ok_);
+    return std::move(e_);
+  }
 
  private:
   Error e_{Errc::kInternal, ""};
@@ -113,16 +134,16 @@ inline Status OkStatus() { return {}; }
 
 // IPFLY_TRY(expr): evaluates a Result; on error returns the error from the enclosing function,
 // otherwise yields the value (GNU statement expression; gcc and clang support it).
-#define IPFLY_TRY(expr)                                              \
-  ({                                                                 \
-    auto&& ipfly_try_r_ = (expr);                                    \
-    if (!ipfly_try_r_.ok()) return std::move(ipfly_try_r_).error();  \
-    std::move(ipfly_try_r_).value();                                 \
+#define IPFLY_TRY(expr)                                             \
+  ({                                                                \
+    auto&& ipfly_try_r_ = (expr);                                   \
+    if (!ipfly_try_r_.ok()) return std::move(ipfly_try_r_).error(); \
+    std::move(ipfly_try_r_).value();                                \
   })
 
 // IPFLY_CHECK_OK(expr): like IPFLY_TRY for Result<void>/Status, as a statement.
-#define IPFLY_RETURN_IF_ERROR(expr)                                  \
-  do {                                                               \
-    auto&& ipfly_rie_r_ = (expr);                                    \
-    if (!ipfly_rie_r_.ok()) return std::move(ipfly_rie_r_).error();  \
+#define IPFLY_RETURN_IF_ERROR(expr)                                 \
+  do {                                                              \
+    auto&& ipfly_rie_r_ = (expr);                                   \
+    if (!ipfly_rie_r_.ok()) return std::move(ipfly_rie_r_).error(); \
   } while (0)

@@ -27,8 +27,8 @@
 namespace ipfly::codec {
 
 struct CarHeader {
-  uint64_t version = 1;           // version of the outer container (1 or 2)
-  std::vector<mf::Cid> roots;     // roots of the (inner) CARv1 header
+  uint64_t version = 1;        // version of the outer container (1 or 2)
+  std::vector<mf::Cid> roots;  // roots of the (inner) CARv1 header
 };
 
 class CarParser {

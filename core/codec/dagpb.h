@@ -1,8 +1,8 @@
 // dag-pb codec (ipld specs/codecs/dag-pb): strict decoder, canonical encoder.
 //
 // Decoder rejects (kCorrupt, with the byte offset in the message): duplicate fields, unknown fields
-// or wire types, PBLink fields out of order (Hash, Name, Tsize), a missing link Hash, a Hash that is
-// not a CID, truncated varints/lengths, trailing garbage. It accepts Data before or after Links
+// or wire types, PBLink fields out of order (Hash, Name, Tsize), a missing link Hash, a Hash that
+// is not a CID, truncated varints/lengths, trailing garbage. It accepts Data before or after Links
 // (legacy data has both). Links keep stored order (never sorted on decode).
 // Encoder writes Links first, then Data (canonical), each link Hash, Name (if present, "" included:
 // Kubo writes an empty Name on file-chunk links), Tsize (if present).

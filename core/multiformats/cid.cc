@@ -21,11 +21,16 @@ std::string Hex(uint64_t v) {
 
 std::string CodecName(uint64_t codec) {
   switch (codec) {
-    case kCodecRaw: return "raw";
-    case kCodecDagPb: return "dag-pb";
-    case kCodecDagCbor: return "dag-cbor";
-    case kCodecLibp2pKey: return "libp2p-key";
-    default: return Hex(codec);
+    case kCodecRaw:
+      return "raw";
+    case kCodecDagPb:
+      return "dag-pb";
+    case kCodecDagCbor:
+      return "dag-cbor";
+    case kCodecLibp2pKey:
+      return "libp2p-key";
+    default:
+      return Hex(codec);
   }
 }
 
@@ -70,7 +75,8 @@ Result<Cid> Cid::Read(ByteView in, size_t* consumed) {
 Result<Cid> Cid::FromBytes(ByteView in) {
   size_t n = 0;
   auto cid = IPFLY_TRY(Read(in, &n));
-  if (n != in.size()) return Corrupt("CID has " + std::to_string(in.size() - n) + " trailing bytes");
+  if (n != in.size())
+    return Corrupt("CID has " + std::to_string(in.size() - n) + " trailing bytes");
   return cid;
 }
 

@@ -1,7 +1,8 @@
 // Content identifiers, v0 and v1 (multiformats/cid). See ../shared/notes/ipfs.md A1.
 //
-// Value type; cheap enough to copy (≈ 40 bytes of heap). Equality is on (version, codec, multihash):
-// a CIDv0 and its v1 form are different CIDs for the same block (compare multihash() to dedupe).
+// Value type; cheap enough to copy (≈ 40 bytes of heap). Equality is on (version, codec,
+// multihash): a CIDv0 and its v1 form are different CIDs for the same block (compare multihash() to
+// dedupe).
 #pragma once
 
 #include <cstdint>

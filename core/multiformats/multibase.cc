@@ -78,10 +78,13 @@ Result<Bytes> Base32Decode(std::string_view s) {
   for (size_t i = 0; i < s.size(); ++i) {
     char c = static_cast<char>(std::tolower(static_cast<unsigned char>(s[i])));
     int v;
-    if (c >= 'a' && c <= 'z') v = c - 'a';
-    else if (c >= '2' && c <= '7') v = c - '2' + 26;
-    else return InvalidArgument("invalid base32 character '" + std::string(1, s[i]) +
-                                "' at position " + std::to_string(i));
+    if (c >= 'a' && c <= 'z')
+      v = c - 'a';
+    else if (c >= '2' && c <= '7')
+      v = c - '2' + 26;
+    else
+      return InvalidArgument("invalid base32 character '" + std::string(1, s[i]) +
+                             "' at position " + std::to_string(i));
     buf = (buf << 5) | static_cast<unsigned>(v);
     bits += 5;
     if (bits >= 8) {
@@ -133,10 +136,18 @@ Result<Bytes> Base58btcDecode(std::string_view s) {
 std::string MultibaseEncode(Multibase base, ByteView data) {
   std::string s(1, static_cast<char>(base));
   switch (base) {
-    case Multibase::kBase32: s += Base32LowerEncode(data); break;
-    case Multibase::kBase58btc: s += Base58btcEncode(data); break;
-    case Multibase::kBase16: s += HexEncode(data); break;
-    case Multibase::kBase36: s += RadixEncode(data, 36, kBase36Alphabet); break;
+    case Multibase::kBase32:
+      s += Base32LowerEncode(data);
+      break;
+    case Multibase::kBase58btc:
+      s += Base58btcEncode(data);
+      break;
+    case Multibase::kBase16:
+      s += HexEncode(data);
+      break;
+    case Multibase::kBase36:
+      s += RadixEncode(data, 36, kBase36Alphabet);
+      break;
   }
   return s;
 }
@@ -147,10 +158,22 @@ Result<Bytes> MultibaseDecode(std::string_view s, Multibase* base) {
   Multibase b;
   Result<Bytes> r = InvalidArgument("");
   switch (s[0]) {
-    case 'b': case 'B': b = Multibase::kBase32; r = Base32Decode(body); break;
-    case 'z': b = Multibase::kBase58btc; r = Base58btcDecode(body); break;
-    case 'f': case 'F': b = Multibase::kBase16; r = Base16Decode(body); break;
-    case 'k': case 'K':
+    case 'b':
+    case 'B':
+      b = Multibase::kBase32;
+      r = Base32Decode(body);
+      break;
+    case 'z':
+      b = Multibase::kBase58btc;
+      r = Base58btcDecode(body);
+      break;
+    case 'f':
+    case 'F':
+      b = Multibase::kBase16;
+      r = Base16Decode(body);
+      break;
+    case 'k':
+    case 'K':
       b = Multibase::kBase36;
       r = RadixDecode(body, 36, kBase36Alphabet, true, "base36");
       break;

@@ -46,11 +46,14 @@ TEST(Sha256, KnownVectorsAndIncremental) {
 TEST(Digest, ParsesAndRejects) {
   auto h = Sha256Of(AsBytes("abc"));
   auto d = Digest::FromSha256(h);
-  EXPECT_EQ(d.ToString(), "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(d.ToString(),
+            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   auto p = Digest::Parse(d.ToString());
   ASSERT_TRUE(p.ok());
   EXPECT_EQ(*p, d);
-  EXPECT_FALSE(Digest::Parse("sha256:BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD").ok());
+  EXPECT_FALSE(
+      Digest::Parse("sha256:BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD")
+          .ok());
   EXPECT_FALSE(Digest::Parse("sha256:abc").ok());
   EXPECT_FALSE(Digest::Parse("ba7816bf").ok());
   EXPECT_EQ(Digest::Parse("md5:" + std::string(32, 'a')).error().code(), Errc::kUnsupported);
@@ -112,7 +115,11 @@ TEST(ThreadPool, RunsAllTasksAndJoins) {
   {
     ThreadPool pool(4);
     std::vector<std::future<int>> fs;
-    for (int i = 0; i < 100; ++i) fs.push_back(pool.Submit([&n, i] { ++n; return i; }));
+    for (int i = 0; i < 100; ++i)
+      fs.push_back(pool.Submit([&n, i] {
+        ++n;
+        return i;
+      }));
     for (int i = 0; i < 100; ++i) EXPECT_EQ(fs[i].get(), i);
     for (int i = 0; i < 50; ++i) pool.Post([&n] { ++n; });
   }  // destructor drains the queue

@@ -19,8 +19,9 @@ Bytes Hex(std::string_view h) {
 }
 
 TEST(Varint, RoundTripsAndIsMinimal) {
-  for (uint64_t v : std::initializer_list<uint64_t>{0ull, 1ull, 127ull, 128ull, 255ull, 300ull, 16383ull, 16384ull,
-                     (1ull << 35) + 7, kMaxVarintValue}) {
+  for (uint64_t v :
+       std::initializer_list<uint64_t>{0ull, 1ull, 127ull, 128ull, 255ull, 300ull, 16383ull,
+                                       16384ull, (1ull << 35) + 7, kMaxVarintValue}) {
     Bytes b;
     AppendVarint(b, v);
     EXPECT_EQ(b.size(), VarintSize(v));
@@ -184,7 +185,7 @@ TEST(Cid, OtherBasesRoundTrip) {
 
 TEST(Cid, RejectsMalformed) {
   EXPECT_FALSE(Cid::Parse("").ok());
-  EXPECT_FALSE(Cid::Parse("QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQ").ok());  // 45 chars
+  EXPECT_FALSE(Cid::Parse("QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQ").ok());   // 45 chars
   EXPECT_FALSE(Cid::Parse("QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQ0").ok());  // '0'
   // A v0 multihash behind a multibase prefix is an error, not a "CIDv18".
   auto v0 = Cid::Parse("QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQH");

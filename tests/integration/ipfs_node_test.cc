@@ -25,8 +25,8 @@ std::string Trim(std::string s) {
 // `ipfly add --only-hash` must give the node's own CIDs, byte for byte, at every DAG shape edge.
 TEST(IpfsNode, OnlyHashMatchesNodeAdd) {
   TempDir dir;
-  std::vector<uint64_t> sizes = {0, 1, kChunk - 1, kChunk, kChunk + 1, 174 * kChunk,
-                                 174 * kChunk + 1};
+  std::vector<uint64_t> sizes = {
+      0, 1, kChunk - 1, kChunk, kChunk + 1, 174 * kChunk, 174 * kChunk + 1};
   std::mt19937_64 rng(42);
   for (int i = 0; i < 3; ++i) sizes.push_back(rng() % (3 * kChunk));
   for (size_t i = 0; i < sizes.size(); ++i) {
@@ -42,8 +42,7 @@ TEST(IpfsNode, OnlyHashMatchesNodeAdd) {
     if (sizes[i] <= 174 * kChunk + 1) {  // unixfs-v1-2025 = 1 MiB chunks (width 1024 not reached)
       auto p25 = Ipfly({"add", "--only-hash", "-q", "--profile", "unixfs-v1-2025", f});
       ASSERT_EQ(p25.exit_code, 0) << p25.err;
-      EXPECT_EQ(Trim(p25.out),
-                JsIpfsAdd(f, "cid-version=1&chunker=size-1048576&only-hash=true"));
+      EXPECT_EQ(Trim(p25.out), JsIpfsAdd(f, "cid-version=1&chunker=size-1048576&only-hash=true"));
     }
   }
 }
@@ -99,7 +98,7 @@ TEST(IpfsNode, AddToKuboIsReadableByNode) {
   ASSERT_EQ(add.exit_code, 0) << add.err;
   std::string cid = Trim(add.out);
   auto cat = RunCmd({"curl", "-sS", "-m", "60", "-X", "POST",
-                  Nodes().rpc_url + "/api/v0/cat?arg=" + cid + "&timeout=20s"});
+                     Nodes().rpc_url + "/api/v0/cat?arg=" + cid + "&timeout=20s"});
   ASSERT_EQ(cat.exit_code, 0) << cat.err;
   EXPECT_TRUE(cat.out == ReadFile(f));
 }
@@ -115,11 +114,11 @@ TEST(IpfsNode, CarBothWays) {
   auto exp = Ipfly({"car", "export", cid, "-o", dir / "x.car", "--store", store.path()});
   ASSERT_EQ(exp.exit_code, 0) << exp.err;
   auto imp = RunCmd({"curl", "-sS", "-m", "60", "-X", "POST", "-F", "file=@" + dir / "x.car",
-                  Nodes().rpc_url + "/api/v0/dag/import"});
+                     Nodes().rpc_url + "/api/v0/dag/import"});
   ASSERT_EQ(imp.exit_code, 0) << imp.err;
   EXPECT_NE(imp.out.find(cid), std::string::npos) << imp.out;
   auto cat = RunCmd({"curl", "-sS", "-m", "60", "-X", "POST",
-                  Nodes().rpc_url + "/api/v0/cat?arg=" + cid + "&timeout=20s"});
+                     Nodes().rpc_url + "/api/v0/cat?arg=" + cid + "&timeout=20s"});
   EXPECT_TRUE(cat.out == ReadFile(f));
 
   // The other way: a node-made DAG (CIDv0, dag-pb leaves) exported as CAR, imported by ipfly.
@@ -127,7 +126,7 @@ TEST(IpfsNode, CarBothWays) {
   WriteRandomFile(g, 4 * kChunk + 9, 17);
   std::string v0 = JsIpfsAdd(g, "");
   auto dexp = RunCmd({"curl", "-sS", "-m", "60", "-X", "POST", "-o", dir / "n.car",
-                   Nodes().rpc_url + "/api/v0/dag/export?arg=" + v0});
+                      Nodes().rpc_url + "/api/v0/dag/export?arg=" + v0});
   ASSERT_EQ(dexp.exit_code, 0) << dexp.err;
   TempDir store2;
   auto cimp = Ipfly({"car", "import", dir / "n.car", "--store", store2.path()});
@@ -140,9 +139,8 @@ TEST(IpfsNode, CarBothWays) {
 // Unknown content with no sources fails fast with a clear error and a non-zero exit.
 TEST(IpfsNode, MissingContentFailsClearly) {
   TempDir store;
-  auto r = Ipfly({"cat", "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4",
-                  "--store", store.path(), "--source", "gateway=" + Nodes().gateway_url,
-                  "--timeout", "5s"});
+  auto r = Ipfly({"cat", "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4", "--store",
+                  store.path(), "--source", "gateway=" + Nodes().gateway_url, "--timeout", "5s"});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4"),
             std::string::npos)

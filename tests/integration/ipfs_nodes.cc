@@ -33,14 +33,14 @@ class NodesEnvironment : public ::testing::Environment {
     }
     int api = FreePort(), gw = FreePort(), helia = FreePort();
     auto r = RunCmd({src + "/tests/ipfs-node/start-jsipfs.sh", dir_.path() + "/jsipfs",
-                  std::to_string(api), std::to_string(gw)},
-                 std::chrono::seconds(90));
+                     std::to_string(api), std::to_string(gw)},
+                    std::chrono::seconds(90));
     ASSERT_EQ(r.exit_code, 0) << "js-ipfs did not start: " << r.err;
     g_nodes.jsipfs_pid = std::stoi(r.out);
     g_nodes.rpc_url = "http://127.0.0.1:" + std::to_string(api);
-    auto h = RunCmd({src + "/tests/trustless-gateway/start-helia-gateway.sh", dir_.path() + "/helia",
-                  std::to_string(helia)},
-                 std::chrono::seconds(150));
+    auto h = RunCmd({src + "/tests/trustless-gateway/start-helia-gateway.sh",
+                     dir_.path() + "/helia", std::to_string(helia)},
+                    std::chrono::seconds(150));
     ASSERT_EQ(h.exit_code, 0) << "Helia gateway did not start: " << h.err;
     g_nodes.helia_pid = std::stoi(h.out);
     g_nodes.gateway_url = "http://127.0.0.1:" + std::to_string(helia);
@@ -84,16 +84,15 @@ const IpfsNodes& Nodes() { return g_nodes; }
 std::string IpflyBin() { return std::string(IPFLY_BINARY_DIR) + "/cli/ipfly"; }
 
 std::string JsIpfsAdd(const std::string& path, const std::string& params) {
-  return HashFromReply(RunCmd({"curl", "-sS", "-m", "300", "-X", "POST", "-F", "file=@" + path,
-                            Nodes().rpc_url + "/api/v0/add?" + params +
-                                (params.find("cid-version=1") != std::string::npos
-                                     ? "&cid-base=base32"
-                                     : "")}));
+  return HashFromReply(
+      RunCmd({"curl", "-sS", "-m", "300", "-X", "POST", "-F", "file=@" + path,
+              Nodes().rpc_url + "/api/v0/add?" + params +
+                  (params.find("cid-version=1") != std::string::npos ? "&cid-base=base32" : "")}));
 }
 
 std::string HeliaAdd(const std::string& path, const std::string& params) {
   return HashFromReply(RunCmd({"curl", "-sS", "-m", "300", "-X", "POST", "--data-binary",
-                            "@" + path, Nodes().gateway_url + "/api/v0/add?" + params}));
+                               "@" + path, Nodes().gateway_url + "/api/v0/add?" + params}));
 }
 
 [[maybe_unused]] static auto* const kEnv =

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -20,10 +21,16 @@ struct CommandResult {
 // Runs argv[0] (PATH lookup) with the given arguments, stdin from /dev/null, and waits for it
 // (killing it with SIGKILL after `timeout`). Never throws.
 CommandResult RunCmd(const std::vector<std::string>& argv,
-                  std::chrono::seconds timeout = std::chrono::seconds(300));
+                     std::chrono::seconds timeout = std::chrono::seconds(300));
 // Runs `bash -c script`.
 CommandResult Sh(const std::string& script,
                  std::chrono::seconds timeout = std::chrono::seconds(300));
+
+// Starts argv in the background with stdout+stderr appended to `log_path`; returns its PID
+// (-1 on failure). Stop it with StopPid.
+pid_t Spawn(const std::vector<std::string>& argv, const std::string& log_path);
+// Polls `pred` every 50 ms until it is true or `timeout` passes; returns the last value.
+bool WaitFor(const std::function<bool()>& pred, std::chrono::milliseconds timeout);
 
 // A temporary directory removed (recursively) on destruction.
 class TempDir {
