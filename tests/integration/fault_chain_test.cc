@@ -36,7 +36,7 @@ class Collect : public BlockSink {
 struct Served {
   std::string path;
   std::string content;
-  mf::Cid root;
+  mf::Cid root = mf::Cid::V1(mf::kCodecRaw, mf::Multihash::Sha256Of({}));
   std::vector<Block> blocks;
 };
 
