@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+#include "cli/common.h"
+#include "cli/layer_commands.h"
 #include "core/base/config.h"
 #include "core/base/log.h"
 #include "core/base/result.h"
@@ -34,168 +36,6 @@
 
 namespace ipfly::cli {
 namespace {
-
-namespace fs = std::filesystem;
-using fetch::Deadline;
-using mf::Cid;
-
-constexpr int kExitFailure = 1;
-constexpr int kExitUsage = 2;
-
-// Options every subcommand accepts.
-struct GlobalOptions {
-  std::string config_path;
-  std::string store_dir;
-  std::vector<std::string> sources;
-  std::string timeout;  // "30s", "500ms", "2m"; empty = none for streaming commands
-  std::string log_level;
-};
-
-// A failure to report: message + exit code.
-struct CliError {
-  int code;
-  std::string message;
-};
-
-CliError FromError(const Error& e) {
-  int code = (e.code() == Errc::kInvalidArgument) ? kExitUsage : kExitFailure;
-  return {code, e.message()};
-}
-
-Result<std::chrono::milliseconds> ParseDuration(std::string_view s) {
-  size_t i = 0;
-  uint64_t v = 0;
-  while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) v = v * 10 + (s[i++] - '0');
-  std::string_view unit = s.substr(i);
-  if (i == 0) return InvalidArgument("duration '" + std::string(s) + "' is not a number");
-  if (unit == "ms") return std::chrono::milliseconds(v);
-  if (unit == "s" || unit.empty()) return std::chrono::milliseconds(v * 1000);
-  if (unit == "m") return std::chrono::milliseconds(v * 60'000);
-  if (unit == "h") return std::chrono::milliseconds(v * 3'600'000);
-  return InvalidArgument("duration '" + std::string(s) + "': unit must be ms, s, m or h");
-}
-
-// Everything a command needs: the resolved config, the embedded store and the fetcher chain.
-class Env {
- public:
-  static Result<std::unique_ptr<Env>> Make(const GlobalOptions& g) {
-    auto env = std::unique_ptr<Env>(new Env);
-    Config cfg = Config::Defaults();
-    std::string path = g.config_path;
-    if (path.empty() && fs::exists("/etc/ipfly/config.toml") && geteuid() == 0) {
-      path = "/etc/ipfly/config.toml";
-    }
-    if (!path.empty()) cfg = IPFLY_TRY(Config::Load(path));
-    if (!g.store_dir.empty()) {
-      cfg.store_dir = g.store_dir;
-      if (g.config_path.empty()) cfg.cache_dir.clear();
-    }
-    if (cfg.cache_dir.empty()) cfg.cache_dir = cfg.store_dir + "/cache";
-    if (!g.sources.empty()) {
-      cfg.sources.clear();
-      for (const auto& s : g.sources) cfg.sources.push_back(IPFLY_TRY(SourceSpec::Parse(s)));
-    }
-    if (!g.log_level.empty()) cfg.log_level = g.log_level;
-    InitLogging(cfg.log_level);
-    if (!g.timeout.empty()) {
-      auto d = IPFLY_TRY(ParseDuration(g.timeout));
-      env->timeout_ = d;
-      cfg.fetch.timeout_ms = static_cast<uint32_t>(d.count());
-      cfg.fetch.block_timeout_ms = std::min<uint32_t>(cfg.fetch.block_timeout_ms,
-                                                      static_cast<uint32_t>(d.count()));
-    }
-    env->config_ = cfg;
-    return env;
-  }
-
-  const Config& config() const { return config_; }
-
-  // The whole read chain: embedded store → cache → sources. Opened on first use.
-  Result<fetch::Fetcher*> fetcher() {
-    if (!fetcher_) fetcher_ = IPFLY_TRY(fetch::MakeFetcher(config_));
-    return fetcher_.get();
-  }
-  Result<fetch::BlockStore*> store() {
-    auto* f = IPFLY_TRY(fetcher());
-    return f->store();
-  }
-  Result<fetch::UnixfsReader*> reader() {
-    if (!reader_) {
-      auto* f = IPFLY_TRY(fetcher());
-      reader_ = std::make_unique<fetch::UnixfsReader>(
-          f, fetch::UnixfsReaderOptions::FromConfig(config_.fetch));
-    }
-    return reader_.get();
-  }
-
-  // The deadline for a whole command: --timeout if given, otherwise none (each block fetch is
-  // still bounded by fetch.block_timeout_ms and the retry budget).
-  Deadline deadline() const {
-    if (timeout_) return fetch::Clock::now() + *timeout_;
-    return Deadline::max();
-  }
-
- private:
-  Env() = default;
-  Config config_;
-  std::optional<std::chrono::milliseconds> timeout_;
-  std::unique_ptr<fetch::Fetcher> fetcher_;
-  std::unique_ptr<fetch::UnixfsReader> reader_;
-};
-
-// Progress on stderr, only when stderr is a terminal; redrawn at most 5 times a second.
-class Progress {
- public:
-  Progress(std::string what, uint64_t total) : what_(std::move(what)), total_(total) {
-    enabled_ = isatty(STDERR_FILENO);
-    start_ = std::chrono::steady_clock::now();
-  }
-  ~Progress() {
-    if (enabled_ && drawn_) std::fprintf(stderr, "\r\033[K");
-  }
-  void Add(uint64_t n) {
-    done_ += n;
-    if (!enabled_) return;
-    auto now = std::chrono::steady_clock::now();
-    if (now - last_ < std::chrono::milliseconds(200)) return;
-    last_ = now;
-    drawn_ = true;
-    double secs = std::chrono::duration<double>(now - start_).count();
-    double mbps = secs > 0 ? done_ / secs / 1e6 : 0;
-    if (total_) {
-      std::fprintf(stderr, "\r\033[K%s %.1f / %.1f MB (%.0f%%) %.1f MB/s", what_.c_str(),
-                   done_ / 1e6, total_ / 1e6, 100.0 * done_ / total_, mbps);
-    } else {
-      std::fprintf(stderr, "\r\033[K%s %.1f MB %.1f MB/s", what_.c_str(), done_ / 1e6, mbps);
-    }
-  }
-
- private:
-  std::string what_;
-  uint64_t total_;
-  uint64_t done_ = 0;
-  bool enabled_ = false;
-  bool drawn_ = false;
-  std::chrono::steady_clock::time_point start_, last_;
-};
-
-Status WriteAll(int fd, ByteView data) {
-  while (!data.empty()) {
-    ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return ErrnoError("write", errno);
-    }
-    data = data.subspan(static_cast<size_t>(n));
-  }
-  return OkStatus();
-}
-
-Result<Cid> ParseCidArg(const std::string& s) {
-  auto c = Cid::Parse(s);
-  if (!c.ok()) return InvalidArgument(c.error().message());
-  return c;
-}
 
 // A sink that forwards blocks to several sinks (store, CAR file).
 class TeeSink : public BlockSink {
@@ -233,6 +73,15 @@ class CarSpool : public BlockSink {
   }
   // Writes header(roots) + sections to `out_path` (tmp + rename).
   Status Finish(const std::vector<Cid>& roots, const std::string& out_path) {
+    struct stat out_st {};
+    if (::stat(out_path.c_str(), &out_st) == 0 && !S_ISREG(out_st.st_mode)) {
+      // A device or FIFO (e.g. /dev/stdout): write in place, never rename over it.
+      int out = ::open(out_path.c_str(), O_WRONLY | O_CLOEXEC);
+      if (out < 0) return ErrnoError("open " + out_path, errno);
+      auto s = CopyTo(out, roots);
+      ::close(out);
+      return s;
+    }
     std::string tmp = out_path + ".ipfly-tmp";
     int out = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (out < 0) return ErrnoError("create " + tmp, errno);
@@ -253,9 +102,21 @@ class CarSpool : public BlockSink {
     struct stat st {};
     if (fstat(fd_, &st) != 0) return ErrnoError("stat temporary CAR", errno);
     while (off < st.st_size) {
-      ssize_t n = copy_file_range(fd_, &off, out, nullptr, static_cast<size_t>(st.st_size - off), 0);
+      ssize_t n =
+          copy_file_range(fd_, &off, out, nullptr, static_cast<size_t>(st.st_size - off), 0);
+      if (n < 0 && (errno == EINVAL || errno == EXDEV || errno == EBADF || errno == ENOSYS)) {
+        break;  // not a file-to-file copy (pipe, tty): copy by hand below
+      }
       if (n < 0) return ErrnoError("copy CAR sections", errno);
       if (n == 0) break;
+    }
+    Bytes buf(1 << 20);
+    while (off < st.st_size) {
+      ssize_t n = ::pread(fd_, buf.data(), buf.size(), off);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return ErrnoError("read temporary CAR", n < 0 ? errno : EIO);
+      IPFLY_RETURN_IF_ERROR(WriteAll(out, ByteView(buf.data(), static_cast<size_t>(n))));
+      off += n;
     }
     return OkStatus();
   }
@@ -281,7 +142,8 @@ std::optional<CliError> CmdAdd(const GlobalOptions& g, const AddOptions& o) {
   auto env_r = Env::Make(g);
   if (!env_r.ok()) return FromError(env_r.error());
   auto& env = **env_r;
-  auto profile = unixfs::ImportProfile::ByName(o.profile.empty() ? env.config().profile : o.profile);
+  auto profile =
+      unixfs::ImportProfile::ByName(o.profile.empty() ? env.config().profile : o.profile);
   if (!profile.ok()) return CliError{kExitUsage, profile.error().message()};
 
   std::optional<SourceSpec> to;
@@ -322,15 +184,17 @@ std::optional<CliError> CmdAdd(const GlobalOptions& g, const AddOptions& o) {
   auto t0 = std::chrono::steady_clock::now();
   uint64_t total_bytes = 0;
   for (const auto& p : o.paths) {
-    auto r = unixfs::ImportTree(
-        p, *profile, sink.empty() ? nullptr : &sink,
-        [&](const std::string& rel, const unixfs::ImportedNode& n) -> Status {
-          total_bytes += n.filesize;
-          if (o.quieter) return OkStatus();
-          if (o.quiet) std::printf("%s\n", n.cid.ToString().c_str());
-          else std::printf("added %s %s\n", n.cid.ToString().c_str(), rel.c_str());
-          return OkStatus();
-        });
+    auto r =
+        unixfs::ImportTree(p, *profile, sink.empty() ? nullptr : &sink,
+                           [&](const std::string& rel, const unixfs::ImportedNode& n) -> Status {
+                             total_bytes += n.filesize;
+                             if (o.quieter) return OkStatus();
+                             if (o.quiet)
+                               std::printf("%s\n", n.cid.ToString().c_str());
+                             else
+                               std::printf("added %s %s\n", n.cid.ToString().c_str(), rel.c_str());
+                             return OkStatus();
+                           });
     if (!r.ok()) return FromError(r.error().With(p));
     if (o.quieter) std::printf("%s\n", r->cid.ToString().c_str());
     roots.push_back(r->cid);
@@ -340,7 +204,8 @@ std::optional<CliError> CmdAdd(const GlobalOptions& g, const AddOptions& o) {
     std::string car_path = o.car_out;
     std::string tmp_car;
     if (car_path.empty()) {
-      tmp_car = (fs::temp_directory_path() / ("ipfly-upload-" + std::to_string(getpid()) + ".car")).string();
+      tmp_car = (fs::temp_directory_path() / ("ipfly-upload-" + std::to_string(getpid()) + ".car"))
+                    .string();
       car_path = tmp_car;
     }
     auto st = spool->Finish(roots, car_path);
@@ -382,10 +247,13 @@ std::optional<CliError> CmdCat(const GlobalOptions& g, const CatOptions& o) {
   if (o.offset >= *size) len = 0;
   len = std::min<uint64_t>(len, *size - std::min(o.offset, *size));
   Progress progress("cat", len);
-  auto st = (*reader)->Stream(*cid, o.offset, len, [&](ByteView chunk) -> Status {
-    progress.Add(chunk.size());
-    return WriteAll(STDOUT_FILENO, chunk);
-  }, dl);
+  auto st = (*reader)->Stream(
+      *cid, o.offset, len,
+      [&](ByteView chunk) -> Status {
+        progress.Add(chunk.size());
+        return WriteAll(STDOUT_FILENO, chunk);
+      },
+      dl);
   if (!st.ok()) return FromError(st.error());
   return std::nullopt;
 }
@@ -402,7 +270,8 @@ Status GetTo(Env& env, const Cid& cid, const std::string& path, Deadline dl, Pro
     if (!node.data) return Corrupt(cid.ToString() + ": dag-pb node without UnixFS data");
     auto ufs = IPFLY_TRY(codec::DecodeUnixfs(*node.data));
     if (ufs.type == codec::UnixfsType::kDirectory) {
-      if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) return ErrnoError("mkdir " + path, errno);
+      if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST)
+        return ErrnoError("mkdir " + path, errno);
       std::set<std::string> names;
       for (const auto& l : node.links) {
         std::string n = l.name.value_or("");
@@ -424,13 +293,29 @@ Status GetTo(Env& env, const Cid& cid, const std::string& path, Deadline dl, Pro
     }
   }
   // A file: stream into path.tmp, rename when complete (never a partial file under the name).
+  // Outputs that exist and are not regular files (/dev/null, a FIFO, a terminal) and "-"
+  // (stdout) are written in place: renaming over them would replace the device.
+  struct stat path_st {};
+  if (path == "-" || (::stat(path.c_str(), &path_st) == 0 && !S_ISREG(path_st.st_mode))) {
+    int out = path == "-" ? STDOUT_FILENO : ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+    if (out < 0) return ErrnoError("open " + path, errno);
+    auto s = reader->Stream(cid, 0, UINT64_MAX, [&](ByteView chunk) -> Status {
+      progress.Add(chunk.size());
+      return WriteAll(out, chunk);
+    }, dl);
+    if (out != STDOUT_FILENO) ::close(out);
+    return s;
+  }
   std::string tmp = path + ".ipfly-tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoError("create " + tmp, errno);
-  auto st = reader->Stream(cid, 0, UINT64_MAX, [&](ByteView chunk) -> Status {
-    progress.Add(chunk.size());
-    return WriteAll(fd, chunk);
-  }, dl);
+  auto st = reader->Stream(
+      cid, 0, UINT64_MAX,
+      [&](ByteView chunk) -> Status {
+        progress.Add(chunk.size());
+        return WriteAll(fd, chunk);
+      },
+      dl);
   if (::close(fd) != 0 && st.ok()) st = ErrnoError("close " + tmp, errno);
   if (st.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) st = ErrnoError("rename " + tmp, errno);
   if (!st.ok()) ::unlink(tmp.c_str());
@@ -484,7 +369,13 @@ std::optional<CliError> CmdCarExport(const GlobalOptions& g, const std::string& 
   if (!f.ok()) return FromError(f.error());
   int fd = STDOUT_FILENO;
   std::string tmp;
-  if (!out.empty() && out != "-") {
+  struct stat out_st {};
+  bool special = !out.empty() && out != "-" && ::stat(out.c_str(), &out_st) == 0 &&
+                 !S_ISREG(out_st.st_mode);
+  if (special) {
+    fd = ::open(out.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return FromError(ErrnoError("open " + out, errno));
+  } else if (!out.empty() && out != "-") {
     tmp = out + ".ipfly-tmp";
     fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) return FromError(ErrnoError("create " + tmp, errno));
@@ -509,7 +400,9 @@ std::optional<CliError> CmdCarExport(const GlobalOptions& g, const std::string& 
   };
   auto st = WriteAll(fd, codec::EncodeCarV1Header({*cid}));
   if (st.ok()) st = walk(*cid, 0);
-  if (fd != STDOUT_FILENO) {
+  if (special) {
+    ::close(fd);
+  } else if (fd != STDOUT_FILENO) {
     if (::close(fd) != 0 && st.ok()) st = ErrnoError("close " + tmp, errno);
     if (st.ok() && ::rename(tmp.c_str(), out.c_str()) != 0) st = ErrnoError("rename " + tmp, errno);
     if (!st.ok()) ::unlink(tmp.c_str());
@@ -518,7 +411,8 @@ std::optional<CliError> CmdCarExport(const GlobalOptions& g, const std::string& 
   return std::nullopt;
 }
 
-std::optional<CliError> CmdCarImport(const GlobalOptions& g, const std::vector<std::string>& files) {
+std::optional<CliError> CmdCarImport(const GlobalOptions& g,
+                                     const std::vector<std::string>& files) {
   auto env_r = Env::Make(g);
   if (!env_r.ok()) return FromError(env_r.error());
   auto store = (*env_r)->store();
@@ -545,8 +439,14 @@ std::optional<CliError> CmdCarImport(const GlobalOptions& g, const std::vector<s
     for (;;) {
       ssize_t n = ::read(fd, buf.data(), buf.size());
       if (n < 0 && errno == EINTR) continue;
-      if (n < 0) { st = ErrnoError("read " + path, errno); break; }
-      if (n == 0) { st = parser.Finish(); break; }
+      if (n < 0) {
+        st = ErrnoError("read " + path, errno);
+        break;
+      }
+      if (n == 0) {
+        st = parser.Finish();
+        break;
+      }
       st = parser.Feed(ByteView(buf.data(), static_cast<size_t>(n)));
       if (!st.ok()) break;
     }
@@ -597,7 +497,8 @@ std::optional<CliError> CmdCidConvert(const std::string& s, const std::string& t
 }
 
 void AddGlobalOptions(CLI::App* app, GlobalOptions* g) {
-  app->add_option("--config", g->config_path, "TOML config file (default /etc/ipfly/config.toml for root)");
+  app->add_option("--config", g->config_path,
+                  "TOML config file (default /etc/ipfly/config.toml for root)");
   app->add_option("--store", g->store_dir, "Embedded block store directory");
   app->add_option("--source", g->sources,
                   "Block source KIND=URL, KIND gateway or kubo; repeatable, tried in order");
@@ -614,7 +515,8 @@ int RunCli(int argc, char** argv) {
   GlobalOptions g;
   std::optional<CliError> err;
 
-  auto* add = app.add_subcommand("add", "Import files into the embedded store (Kubo-compatible CIDs)");
+  auto* add =
+      app.add_subcommand("add", "Import files into the embedded store (Kubo-compatible CIDs)");
   AddOptions ao;
   add->add_option("paths", ao.paths, "Files or directories (with -r)")->required();
   add->add_option("--profile", ao.profile, "kubo-v1 (default) | kubo-v0 | unixfs-v1-2025");
@@ -678,6 +580,30 @@ int RunCli(int argc, char** argv) {
   conv->add_option("--to", cid_to, "v0 or v1 (default v1)");
   conv->add_option("--base", cid_base, "base32 (default), base58btc, base16, base36");
   conv->callback([&] { err = CmdCidConvert(cid_arg, cid_to, cid_base); });
+
+  IndexOptions io;
+  auto* index = app.add_subcommand("index", "Build and store the layer index of a layer blob");
+  index->add_option("blob", io.blob, "Layer blob file (tar, tar.gz, tar.zst) or its CID")
+      ->required();
+  index->add_option("--span", io.span, "Uncompressed distance between gzip checkpoints (4MiB)");
+  AddGlobalOptions(index, &g);
+  index->callback([&] { err = CmdIndex(g, io); });
+
+  LsOptions lo;
+  auto* ls = app.add_subcommand("ls", "List a layer like tar -tv, from its index");
+  ls->add_option("index", lo.index_cid, "Index CID")->required();
+  ls->add_option("path", lo.path, "Only this path (and what is under it)");
+  AddGlobalOptions(ls, &g);
+  ls->callback([&] { err = CmdLs(g, lo); });
+
+  MountOptions mo;
+  auto* mount = app.add_subcommand("mount", "Mount layers lazily through FUSE (foreground)");
+  mount->add_option("args", mo.layers, "LAYER_CID... DIR")->required()->expected(2, -1);
+  mount->add_option("--index", mo.indexes, "Index CID of each layer (else built now)");
+  mount->add_flag("--overlay", mo.overlay, "Stack several layers as a read-only overlay");
+  mount->add_flag("--prefetch", mo.prefetch, "Fetch whole layers in the background");
+  AddGlobalOptions(mount, &g);
+  mount->callback([&] { err = CmdMount(g, mo); });
 
   try {
     app.parse(argc, argv);

@@ -1,5 +1,7 @@
 #include "ipfs_fetch/fetcher.h"
 
+#include "core/codec/dagpb.h"
+
 #include <algorithm>
 #include <chrono>
 #include <random>
@@ -47,11 +49,84 @@ Fetcher::Fetcher(FetcherOptions options)
   for (size_t i = 0; i < sources_.size(); ++i) {
     counters_.push_back(std::make_unique<SourceCounters>());
   }
+  if (cache_) writer_ = std::thread([this] { WriterLoop(); });
 }
 
-Fetcher::~Fetcher() = default;
+Fetcher::~Fetcher() {
+  if (writer_.joinable()) {
+    {
+      std::lock_guard lk(wmu_);
+      wstop_ = true;
+    }
+    wcv_.notify_all();
+    writer_.join();  // drains the queue first
+  }
+}
+
+// Cache writes happen on one writer thread so that disk writes overlap with the network and the
+// consumer; the queue is bounded (kMaxPendingBytes) so a slow disk slows fetching down instead
+// of growing memory. Blocks waiting in the queue are found by LookupLocal.
+void Fetcher::CachePut(const Block& b) {
+  std::unique_lock lk(wmu_);
+  wspace_.wait(lk, [&] { return wstop_ || pending_bytes_ < kMaxPendingBytes; });
+  if (wstop_) {
+    lk.unlock();
+    if (!cache_->Put(b).ok()) cache_put_errors_.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  if (!pending_.emplace(b.cid().multihash(), b).second) return;  // already queued
+  pending_bytes_ += b.size();
+  wqueue_.push_back(b);
+  wcv_.notify_one();
+}
+
+void Fetcher::FlushCache() {
+  std::unique_lock lk(wmu_);
+  wspace_.wait(lk, [&] { return pending_bytes_ == 0 && wqueue_.empty(); });
+}
+
+void Fetcher::WriterLoop() {
+  std::unique_lock lk(wmu_);
+  for (;;) {
+    wcv_.wait(lk, [&] { return wstop_ || !wqueue_.empty(); });
+    if (wqueue_.empty()) return;  // stopping and drained
+    Block b = std::move(wqueue_.front());
+    wqueue_.pop_front();
+    lk.unlock();
+    Status st = cache_->Put(b);
+    if (!st.ok()) {
+      cache_put_errors_.fetch_add(1, std::memory_order_relaxed);
+      IPFLY_LOG_WARN("fetcher: caching {} failed: {}", b.cid().ToString(), st.error().ToString());
+    }
+    lk.lock();
+    pending_.erase(b.cid().multihash());
+    pending_bytes_ -= b.size();
+    wspace_.notify_all();
+  }
+}
+
+std::optional<Block> Fetcher::LookupPending(const mf::Cid& cid) {
+  std::optional<Block> found;
+  {
+    std::lock_guard lk(wmu_);
+    auto it = pending_.find(cid.multihash());
+    if (it == pending_.end()) return std::nullopt;
+    found = it->second;
+  }
+  if (found->cid() == cid) return found;
+  // Same bytes under another CID (v0/v1, raw/dag-pb): re-verify to build the requested Block.
+  auto b = Block::Verify(cid, Bytes(found->data().begin(), found->data().end()));
+  if (!b.ok()) return std::nullopt;
+  return std::move(*b);
+}
 
 std::optional<Block> Fetcher::LookupLocal(const mf::Cid& cid, bool cache_only) {
+  if (cache_) {
+    if (auto p = LookupPending(cid)) {
+      cache_hits_.fetch_add(1, std::memory_order_relaxed);
+      return p;
+    }
+  }
   BlockStore* layers[2] = {cache_only ? nullptr : store_, cache_};
   for (int i = 0; i < 2; ++i) {
     BlockStore* s = layers[i];
@@ -156,13 +231,9 @@ Result<Block> Fetcher::Get(const mf::Cid& cid, Deadline deadline) {
     } else {
       result.emplace(FetchFromSources(cid, deadline));
       if (result->ok() && cache_) {
-        // Written before the flight is retired, so that anyone who misses the flight finds the
-        // block in the cache.
-        Status st = cache_->Put(**result);
-        if (!st.ok()) {
-          cache_put_errors_.fetch_add(1, std::memory_order_relaxed);
-          IPFLY_LOG_WARN("fetcher: caching {} failed: {}", cid.ToString(), st.error().ToString());
-        }
+        // Queued before the flight is retired, so that anyone who misses the flight finds the
+        // block in the pending queue or the cache.
+        CachePut(**result);
       }
       if (!result->ok()) CountFailure(result->error());
     }
@@ -309,10 +380,22 @@ Result<Block> Fetcher::FetchFromSources(const mf::Cid& cid, Deadline deadline) {
   return Error(code, "block " + cid_str + " could not be fetched; sources: " + describe());
 }
 
+// A root alone says little: the reader fetches (and so caches) the root before a stream has even
+// started. The DAG is taken as local when the root and its first and last children are.
+bool Fetcher::DagLikelyLocal(const mf::Cid& root) {
+  if (!HasLocal(root)) return false;
+  if (root.codec() != mf::kCodecDagPb) return true;
+  auto block = GetLocal(root);
+  if (!block.ok()) return false;
+  auto node = codec::DecodeDagPb(block->data());
+  if (!node.ok() || node->links.empty()) return true;
+  return HasLocal(node->links.front().hash) && HasLocal(node->links.back().hash);
+}
+
 Status Fetcher::StreamDag(const mf::Cid& root, EntityRange range, Deadline deadline,
                           const std::function<Status(const Block&)>& on_block) {
-  if (HasLocal(root)) {
-    return Unsupported("root " + root.ToString() + " is local; read it block by block");
+  if (DagLikelyLocal(root)) {
+    return Unsupported("DAG " + root.ToString() + " is local; read it block by block");
   }
   std::string errors;
   bool any_streamed = false;
@@ -326,14 +409,7 @@ Status Fetcher::StreamDag(const mf::Cid& root, EntityRange range, Deadline deadl
       ++delivered;
       c.stream_blocks.fetch_add(1, std::memory_order_relaxed);
       c.stream_bytes.fetch_add(b.size(), std::memory_order_relaxed);
-      if (cache_) {
-        Status put = cache_->Put(b);
-        if (!put.ok()) {
-          cache_put_errors_.fetch_add(1, std::memory_order_relaxed);
-          IPFLY_LOG_WARN("fetcher: caching {} failed: {}", b.cid().ToString(),
-                         put.error().ToString());
-        }
-      }
+      if (cache_) CachePut(b);
       Status fwd = on_block(b);
       if (!fwd.ok()) consumer_failed = true;
       return fwd;

@@ -40,6 +40,8 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
+#include <thread>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -125,6 +127,9 @@ class Fetcher : public BlockSource {
   Status StreamDag(const mf::Cid& root, EntityRange range, Deadline deadline,
                    const std::function<Status(const Block&)>& on_block) override;
 
+  // Waits until every fetched block queued for the cache has been written to it.
+  void FlushCache();
+
   // Store, then cache; no network. kNotFound if neither holds the block.
   Result<Block> GetLocal(const mf::Cid& cid);
   // True if the store or the cache holds the block (identity CIDs: always).
@@ -143,6 +148,10 @@ class Fetcher : public BlockSource {
   struct SourceCounters;
 
   Result<Block> FetchFromSources(const mf::Cid& cid, Deadline deadline);
+  bool DagLikelyLocal(const mf::Cid& root);
+  void CachePut(const Block& b);
+  void WriterLoop();
+  std::optional<Block> LookupPending(const mf::Cid& cid);
   // Store then cache, counting hits. nullopt on miss (errors are logged and count as misses).
   std::optional<Block> LookupLocal(const mf::Cid& cid, bool cache_only);
   void CountFailure(const Error& e);
@@ -154,6 +163,15 @@ class Fetcher : public BlockSource {
   BlockStore* const cache_;
   const std::vector<BlockSource*> sources_;
   std::vector<std::unique_ptr<SourceCounters>> counters_;  // parallel to sources_
+
+  static constexpr uint64_t kMaxPendingBytes = 32ull << 20;
+  std::mutex wmu_;
+  std::condition_variable wcv_, wspace_;
+  std::deque<Block> wqueue_;
+  std::unordered_map<mf::Multihash, Block> pending_;
+  uint64_t pending_bytes_ = 0;
+  bool wstop_ = false;
+  std::thread writer_;  // declared after everything it uses; joined in the destructor
 
   std::mutex flights_mu_;
   std::unordered_map<mf::Cid, std::shared_ptr<Flight>> flights_;

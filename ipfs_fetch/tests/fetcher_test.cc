@@ -81,6 +81,7 @@ TEST(Fetcher, LayerOrderStoreCacheThenSources) {
   EXPECT_EQ(r.a.gets_of(in_b.cid()), 1u);  // a said not found, no retry
   EXPECT_EQ(r.b.gets_of(in_b.cid()), 1u);
   // Written to the cache, not to the store; the next Get is a cache hit.
+  r.fetcher->FlushCache();  // cache writes are asynchronous
   EXPECT_TRUE(r.cache.Has(in_b.cid()).value());
   EXPECT_FALSE(r.store.Has(in_b.cid()).value());
   EXPECT_TRUE(r.fetcher->Get(in_b.cid(), DeadlineIn(1s)).ok());
@@ -123,6 +124,7 @@ TEST(Fetcher, CorruptSourceSkippedAndNeverCached) {
   EXPECT_EQ(r.a.gets(), 1u);  // corrupt: not retried
   EXPECT_EQ(r.fetcher->stats().sources[0].corrupt, 1u);
   // The cache holds the good copy only.
+  r.fetcher->FlushCache();
   auto cached = r.cache.Get(x.cid(), DeadlineIn(1s));
   ASSERT_TRUE(cached.ok());
   EXPECT_EQ(AsString(cached->data()), "good bytes");
@@ -325,6 +327,7 @@ TEST(Fetcher, WorksWithDiskCacheAndRefetchesCorruptCopy) {
   o.sources = {&src};
   Fetcher f(std::move(o));
   ASSERT_TRUE(f.Get(x.cid(), DeadlineIn(1s)).ok());
+  f.FlushCache();
   EXPECT_TRUE(cache->Has(x.cid()).value());
   // Damage the cached copy: the fetcher treats it as a miss and fetches again.
   {
@@ -335,6 +338,7 @@ TEST(Fetcher, WorksWithDiskCacheAndRefetchesCorruptCopy) {
   }
   auto got = f.Get(x.cid(), DeadlineIn(1s));
   ASSERT_TRUE(got.ok()) << got.error().ToString();
+  f.FlushCache();
   EXPECT_EQ(AsString(got->data()), "cached on disk");
   EXPECT_EQ(src.gets(), 2u);
   EXPECT_EQ(f.stats().local_corrupt, 1u);
@@ -373,6 +377,7 @@ TEST(Fetcher, StreamDagCachesAndForwards) {
   });
   ASSERT_TRUE(st.ok()) << st.error().ToString();
   ASSERT_EQ(seen.size(), 1u);
+  r.fetcher->FlushCache();
   EXPECT_TRUE(r.cache.Has(x.cid()).value());
   EXPECT_EQ(r.fetcher->stats().sources[1].stream_blocks, 1u);
   // Now local: streaming is declined so that the reader uses the cache.

@@ -505,6 +505,7 @@ TEST(UnixfsReaderStream, ThroughFetcherFillsCache) {
   auto got = StreamRange(reader, c.root, 0, UINT64_MAX);
   ASSERT_TRUE(got.ok()) << got.error().ToString();
   EXPECT_EQ(*got, c.data);
+  fetcher.FlushCache();  // cache writes are asynchronous
   EXPECT_EQ(cache.stats().blocks, c.src.block_count());
   // Second time: root is local, so the fetcher declines to stream and the cache serves it.
   c.src.ResetCounters();

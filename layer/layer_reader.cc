@@ -1,0 +1,252 @@
+#include "layer/layer_reader.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <condition_variable>
+#include <cstring>
+#include <filesystem>
+#include <list>
+#include <map>
+#include <mutex>
+
+#include "core/base/log.h"
+
+namespace ipfly::layer {
+
+namespace {
+
+Status PreadAll(int fd, uint8_t* buf, size_t len, uint64_t off) {
+  while (len > 0) {
+    ssize_t n = ::pread(fd, buf, len, static_cast<off_t>(off));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoError("span cache read", errno);
+    }
+    if (n == 0) return IoError("span cache file is shorter than the layer");
+    buf += n;
+    off += static_cast<uint64_t>(n);
+    len -= static_cast<size_t>(n);
+  }
+  return OkStatus();
+}
+
+Status PwriteAll(int fd, const uint8_t* buf, size_t len, uint64_t off) {
+  while (len > 0) {
+    ssize_t n = ::pwrite(fd, buf, len, static_cast<off_t>(off));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoError("span cache write", errno);
+    }
+    buf += n;
+    off += static_cast<uint64_t>(n);
+    len -= static_cast<size_t>(n);
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
+struct LayerReader::Impl {
+  std::shared_ptr<const LayerIndex> index;
+  std::unique_ptr<BlobSource> blob;
+  LayerReaderOptions options;
+
+  int data_fd = -1;  // sparse file of the uncompressed stream
+  int map_fd = -1;   // one byte per span: 1 = present and verified
+
+  mutable std::mutex mu;
+  std::condition_variable cv;
+  std::vector<uint8_t> present;      // per span
+  std::map<size_t, bool> in_flight;  // span -> being decompressed
+  // Memory-only mode: span -> bytes, LRU order in `lru` (front = most recent).
+  std::map<size_t, std::shared_ptr<const Bytes>> mem;
+  std::list<size_t> lru;
+  LayerReaderStats stats;
+
+  ~Impl() {
+    if (data_fd >= 0) ::close(data_fd);
+    if (map_fd >= 0) ::close(map_fd);
+  }
+
+  Status OpenCache() {
+    if (options.cache_dir.empty()) return OkStatus();
+    std::error_code ec;
+    std::filesystem::create_directories(options.cache_dir, ec);
+    if (ec) return IoError("create span cache dir " + options.cache_dir + ": " + ec.message());
+    std::string base = options.cache_dir + "/" +
+                       (index->layer_digest ? index->layer_digest->hex() : std::string("unknown"));
+    data_fd = ::open((base + ".data").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (data_fd < 0) return ErrnoError("open span cache " + base + ".data", errno);
+    map_fd = ::open((base + ".map").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (map_fd < 0) return ErrnoError("open span cache " + base + ".map", errno);
+    struct stat st {};
+    if (fstat(data_fd, &st) != 0) return ErrnoError("stat span cache", errno);
+    if (static_cast<uint64_t>(st.st_size) != index->uncompressed_size) {
+      // New or from another index build: start empty (sparse, no disk used yet).
+      if (ftruncate(data_fd, 0) != 0 ||
+          ftruncate(data_fd, static_cast<off_t>(index->uncompressed_size)) != 0 ||
+          ftruncate(map_fd, 0) != 0) {
+        return ErrnoError("size span cache", errno);
+      }
+    }
+    present.assign(index->points.size(), 0);
+    ssize_t n = ::pread(map_fd, present.data(), present.size(), 0);
+    if (n < 0) return ErrnoError("read span map", errno);
+    for (auto& p : present) p = p == 1 ? 1 : 0;
+    for (auto p : present) stats.spans_cached += p;
+    return OkStatus();
+  }
+
+  // Decompresses span `i`, checks its hash, stores it. Called without `mu` held.
+  Result<std::shared_ptr<const Bytes>> Produce(size_t i, fetch::Deadline dl) {
+    const LayerIndex& idx = *index;
+    uint64_t start = idx.SpanStart(i), end = idx.SpanEnd(i);
+    uint64_t hint = 0;
+    if (i + 1 < idx.points.size()) hint = (idx.points[i + 1].compressed_bit_offset + 7) / 8;
+    uint64_t read_bytes = 0;
+    auto read = [&](uint64_t off, MutableByteView out) -> Result<size_t> {
+      if (fetch::Clock::now() >= dl) return Timeout("layer read deadline passed");
+      auto n = blob->ReadAt(off, out, dl);
+      if (n.ok()) read_bytes += *n;
+      return n;
+    };
+    auto data = DecompressRange(idx.compression, idx.points[i], start, end, read, hint);
+    {
+      std::lock_guard lk(mu);
+      stats.compressed_bytes_read += read_bytes;
+    }
+    if (!data.ok()) return std::move(data).error().With("span " + std::to_string(i));
+    if (data->size() != end - start) {
+      return Corrupt("span " + std::to_string(i) + ": decompressed " +
+                     std::to_string(data->size()) + " bytes, expected " +
+                     std::to_string(end - start));
+    }
+    if (i < idx.span_hashes.size()) {
+      auto h = Sha256Of(*data);
+      if (h != idx.span_hashes[i]) {
+        return Corrupt("span " + std::to_string(i) + " of layer " +
+                       (idx.layer_digest ? idx.layer_digest->ToString() : "?") +
+                       " does not match its hash in the index");
+      }
+    }
+    auto shared = std::make_shared<const Bytes>(std::move(*data));
+    if (data_fd >= 0) {
+      IPFLY_RETURN_IF_ERROR(PwriteAll(data_fd, shared->data(), shared->size(), start));
+      // Data must be durable before the map says it is there.
+      if (::fdatasync(data_fd) != 0) return ErrnoError("span cache sync", errno);
+      uint8_t one = 1;
+      IPFLY_RETURN_IF_ERROR(PwriteAll(map_fd, &one, 1, i));
+    }
+    return shared;
+  }
+
+  // Copies [off, off + out.size()) ∩ span i into out (out starts at `off`).
+  Status ReadSpan(size_t i, uint64_t off, MutableByteView out, fetch::Deadline dl) {
+    uint64_t start = index->SpanStart(i);
+    std::shared_ptr<const Bytes> bytes;
+    {
+      std::unique_lock lk(mu);
+      for (;;) {
+        if (data_fd >= 0 && present[i]) {
+          ++stats.span_hits;
+          lk.unlock();
+          return PreadAll(data_fd, out.data(), out.size(), off);
+        }
+        if (data_fd < 0) {
+          auto it = mem.find(i);
+          if (it != mem.end()) {
+            ++stats.span_hits;
+            lru.remove(i);
+            lru.push_front(i);
+            bytes = it->second;
+            break;
+          }
+        }
+        if (!in_flight.count(i)) break;
+        if (cv.wait_until(lk, dl) == std::cv_status::timeout) {
+          return Timeout("waiting for span " + std::to_string(i) +
+                         " being fetched by another read");
+        }
+      }
+      if (!bytes) in_flight[i] = true;
+    }
+    if (!bytes) {
+      auto r = Produce(i, dl);
+      std::lock_guard lk(mu);
+      in_flight.erase(i);
+      cv.notify_all();
+      if (!r.ok()) return std::move(r).error();
+      bytes = *r;
+      ++stats.spans_decompressed;
+      if (data_fd >= 0) {
+        present[i] = 1;
+        ++stats.spans_cached;
+      } else {
+        mem[i] = bytes;
+        lru.push_front(i);
+        while (lru.size() > std::max<size_t>(1, options.memory_spans)) {
+          mem.erase(lru.back());
+          lru.pop_back();
+        }
+      }
+    }
+    std::memcpy(out.data(), bytes->data() + (off - start), out.size());
+    return OkStatus();
+  }
+};
+
+LayerReader::LayerReader(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+LayerReader::~LayerReader() = default;
+
+Result<std::unique_ptr<LayerReader>> LayerReader::Open(std::shared_ptr<const LayerIndex> index,
+                                                       std::unique_ptr<BlobSource> blob,
+                                                       LayerReaderOptions options) {
+  auto impl = std::make_unique<Impl>();
+  impl->index = std::move(index);
+  impl->blob = std::move(blob);
+  impl->options = std::move(options);
+  impl->stats.spans_total = impl->index->points.size();
+  if (impl->index->compression != Compression::kNone) IPFLY_RETURN_IF_ERROR(impl->OpenCache());
+  return std::unique_ptr<LayerReader>(new LayerReader(std::move(impl)));
+}
+
+Result<size_t> LayerReader::Read(uint64_t offset, MutableByteView out, fetch::Deadline deadline) {
+  const LayerIndex& idx = *impl_->index;
+  if (offset >= idx.uncompressed_size || out.empty()) return size_t{0};
+  size_t len = static_cast<size_t>(std::min<uint64_t>(out.size(), idx.uncompressed_size - offset));
+  if (idx.compression == Compression::kNone) {
+    // Plain tar: the blob is the stream; blocks are verified by their CIDs on the way.
+    size_t done = 0;
+    while (done < len) {
+      auto n = impl_->blob->ReadAt(offset + done, out.subspan(done, len - done), deadline);
+      if (!n.ok()) return std::move(n).error();
+      if (*n == 0) return Corrupt("layer blob is shorter than its index says");
+      done += *n;
+    }
+    std::lock_guard lk(impl_->mu);
+    impl_->stats.compressed_bytes_read += len;
+    return len;
+  }
+  size_t done = 0;
+  while (done < len) {
+    uint64_t pos = offset + done;
+    size_t i = idx.SpanOf(pos);
+    uint64_t span_end = idx.SpanEnd(i);
+    size_t n = static_cast<size_t>(std::min<uint64_t>(len - done, span_end - pos));
+    if (n == 0) return Corrupt("layer index has an empty span at offset " + std::to_string(pos));
+    IPFLY_RETURN_IF_ERROR(impl_->ReadSpan(i, pos, out.subspan(done, n), deadline));
+    done += n;
+  }
+  return len;
+}
+
+const LayerIndex& LayerReader::index() const { return *impl_->index; }
+
+LayerReaderStats LayerReader::stats() const {
+  std::lock_guard lk(impl_->mu);
+  return impl_->stats;
+}
+
+}  // namespace ipfly::layer

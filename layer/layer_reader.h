@@ -1,0 +1,85 @@
+// Random access into the uncompressed tar stream of a layer, through its layer index.
+//
+// A read maps to spans of the uncompressed stream (span i = [points[i], points[i+1])). A span
+// that is not cached is decompressed from its access point, fetching only the compressed bytes
+// it needs through a BlobSource (normally the blob's UnixFS DAG in IPFS), then checked against
+// the span's sha256 from the index before anyone sees it, and kept in the span cache: a sparse
+// file of the uncompressed stream plus a map of present spans, persisted across restarts
+// (data is fdatasync'ed before its map byte is written, so a crash never marks a span that is
+// not on disk). Cached spans are served by a single pread. Concurrent reads of one missing span
+// decompress it once. Plain (uncompressed) tar layers are read straight from the blob.
+//
+// Thread-safe.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "core/base/result.h"
+#include "ipfs_fetch/block_source.h"
+#include "ipfs_fetch/unixfs_reader.h"
+#include "layer/layer_index.h"
+
+namespace ipfly::layer {
+
+// Compressed bytes of one blob.
+class BlobSource {
+ public:
+  virtual ~BlobSource() = default;
+  // Reads [offset, offset + out.size()); returns the count (short only at the end of the blob).
+  virtual Result<size_t> ReadAt(uint64_t offset, MutableByteView out, fetch::Deadline dl) = 0;
+};
+
+// A blob stored in IPFS as a UnixFS file.
+class UnixfsBlobSource : public BlobSource {
+ public:
+  UnixfsBlobSource(fetch::UnixfsReader* reader, mf::Cid cid)
+      : reader_(reader), cid_(std::move(cid)) {}
+  Result<size_t> ReadAt(uint64_t offset, MutableByteView out, fetch::Deadline dl) override {
+    return reader_->ReadAt(cid_, offset, out, dl);
+  }
+
+ private:
+  fetch::UnixfsReader* reader_;  // not owned
+  mf::Cid cid_;
+};
+
+struct LayerReaderStats {
+  uint64_t span_hits = 0;  // span reads served from the cache
+  uint64_t spans_decompressed = 0;
+  uint64_t compressed_bytes_read = 0;  // bytes asked of the BlobSource
+  uint64_t spans_cached = 0;           // spans present now
+  uint64_t spans_total = 0;
+};
+
+struct LayerReaderOptions {
+  // Directory of the persistent span cache; empty = memory only (a small LRU of spans).
+  std::string cache_dir;
+  size_t memory_spans = 8;  // spans kept in memory when there is no cache_dir
+};
+
+class LayerReader {
+ public:
+  // `index` must describe the blob behind `blob`. kIo if the cache files cannot be opened.
+  static Result<std::unique_ptr<LayerReader>> Open(std::shared_ptr<const LayerIndex> index,
+                                                   std::unique_ptr<BlobSource> blob,
+                                                   LayerReaderOptions options = {});
+  ~LayerReader();
+
+  // Reads [offset, offset + out.size()) of the uncompressed stream; short only at its end.
+  // Errors: kCorrupt (bad compressed data or a span hash mismatch: never wrong bytes),
+  // kTimeout/kUnavailable/kNotFound from the blob source, kIo from the span cache.
+  Result<size_t> Read(uint64_t offset, MutableByteView out, fetch::Deadline deadline);
+
+  const LayerIndex& index() const;
+  LayerReaderStats stats() const;
+
+ private:
+  struct Impl;
+  explicit LayerReader(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ipfly::layer
