@@ -24,6 +24,7 @@
 #include <shared_mutex>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 
 #include "core/base/log.h"
@@ -177,7 +178,7 @@ class Server {
       : options_(options), mountpoint_(std::move(mountpoint)) {
     clock_gettime(CLOCK_REALTIME, &root_mtime_);
   }
-  ~Server() { Unmount(); }  // session_ is destroyed after the loop thread is joined
+  ~Server();
 
   Status Start();
   Status Attach(const std::string& name, std::shared_ptr<FileTree> tree);
@@ -200,6 +201,7 @@ class Server {
   void GetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size);
   void ListXattr(fuse_req_t req, fuse_ino_t ino, size_t size);
   void Access(fuse_req_t req, fuse_ino_t ino, int mask);
+  void Release(fuse_req_t req, fuse_file_info* fi);
 
  private:
   struct Resolved {
@@ -217,7 +219,13 @@ class Server {
   struct stat RootStat() const;
   void ReplyEntry(fuse_req_t req, uint64_t slot, uint64_t local, const Attr& attr);
   int LoadDir(DirHandle* h);
+  // Fills `out` with the entries of `h` from offset `off`; returns 0 or an errno.
+  int FillDir(fuse_req_t req, DirHandle* h, size_t size, off_t off, bool plus,
+              std::vector<char>* out);
   void LogReadError(const Handle& h, off_t off, size_t size, const Error& e);
+  // Hands `h` to the kernel as fi->fh. The kernel sends RELEASE for it unless the reply fails
+  // (interrupted open) or the connection ends first; ~Server frees what is left.
+  void ReplyOpen(fuse_req_t req, fuse_file_info* fi, std::unique_ptr<Handle> h);
 
   void RunLoop();
   void FinishSession();
@@ -249,6 +257,9 @@ class Server {
   std::mutex state_mu_;
   std::condition_variable finished_cv_;
   bool finished_ = false;  // the loop has returned and the channel is closed
+
+  std::mutex handles_mu_;
+  std::unordered_set<Handle*> handles_;  // open files and directories, owned
 
   RateLimiter read_error_log_;
 };
@@ -305,8 +316,7 @@ void OpRead(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* 
   Guarded(req, "read", [&] { ServerOf(req)->Read(req, size, off, fi); });
 }
 void OpRelease(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
-  delete HandleOf(fi);
-  fuse_reply_err(req, 0);
+  Guarded(req, "release", [&] { ServerOf(req)->Release(req, fi); });
 }
 void OpOpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Guarded(req, "opendir", [&] { ServerOf(req)->OpenDir(req, ino, fi); });
@@ -318,8 +328,7 @@ void OpReadDirPlus(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file
   Guarded(req, "readdirplus", [&] { ServerOf(req)->ReadDir(req, size, off, fi, true); });
 }
 void OpReleaseDir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
-  delete HandleOf(fi);
-  fuse_reply_err(req, 0);
+  Guarded(req, "releasedir", [&] { ServerOf(req)->Release(req, fi); });
 }
 void OpStatFs(fuse_req_t req, fuse_ino_t) {
   Guarded(req, "statfs", [&] { ServerOf(req)->StatFs(req); });
@@ -552,12 +561,34 @@ void Server::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   h->tree = std::move(r.tree);
   h->slot = r.slot;
   h->local = r.local;
-  fi->fh = reinterpret_cast<uintptr_t>(static_cast<Handle*>(h.get()));
   fi->keep_cache = 1;  // content is immutable: the page cache survives close/open
   fi->noflush = 1;     // nothing to flush on close
   fi->direct_io = 0;
-  // If the open was interrupted the kernel drops the reply and never sends RELEASE.
-  if (fuse_reply_open(req, fi) == 0) h.release();
+  ReplyOpen(req, fi, std::move(h));
+}
+
+void Server::ReplyOpen(fuse_req_t req, fuse_file_info* fi, std::unique_ptr<Handle> h) {
+  Handle* raw = h.get();
+  {
+    std::lock_guard lock(handles_mu_);
+    handles_.insert(raw);
+  }
+  h.release();
+  fi->fh = reinterpret_cast<uintptr_t>(raw);
+  // If the open was interrupted the kernel drops the reply and will never send RELEASE.
+  if (fuse_reply_open(req, fi) != 0) {
+    std::lock_guard lock(handles_mu_);
+    handles_.erase(raw);
+    delete raw;
+  }
+}
+
+void Server::Release(fuse_req_t req, fuse_file_info* fi) {
+  if (Handle* h = HandleOf(fi)) {
+    std::lock_guard lock(handles_mu_);
+    if (handles_.erase(h)) delete h;
+  }
+  fuse_reply_err(req, 0);
 }
 
 void Server::LogReadError(const Handle& h, off_t off, size_t size, const Error& e) {
@@ -595,8 +626,7 @@ void Server::OpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     fi->cache_readdir = 1;
     fi->keep_cache = 1;
   }
-  fi->fh = reinterpret_cast<uintptr_t>(static_cast<Handle*>(h.get()));
-  if (fuse_reply_open(req, fi) == 0) h.release();
+  ReplyOpen(req, fi, std::move(h));
 }
 
 int Server::LoadDir(DirHandle* h) {
@@ -633,16 +663,16 @@ int Server::LoadDir(DirHandle* h) {
   return 0;
 }
 
-void Server::ReadDir(fuse_req_t req, size_t size, off_t off, fuse_file_info* fi, bool plus) {
-  auto* h = static_cast<DirHandle*>(HandleOf(fi));
-  if (!h) return (void)fuse_reply_err(req, EBADF);
+int Server::FillDir(fuse_req_t req, DirHandle* h, size_t size, off_t off, bool plus,
+                    std::vector<char>* out) {
   std::lock_guard lock(h->mu);
   // The listing is taken once per open directory, so offsets (entry index + 1) stay valid
   // across the many readdir calls of a large directory, and seekdir works.
   if (!h->loaded) {
-    if (int err = LoadDir(h); err != 0) return (void)fuse_reply_err(req, err);
+    if (int err = LoadDir(h); err != 0) return err;
   }
-  std::vector<char> buf(size);
+  std::vector<char>& buf = *out;
+  buf.resize(size);
   size_t used = 0;
   for (size_t i = static_cast<size_t>(std::max<off_t>(off, 0)); i < h->entries.size(); ++i) {
     const DirHandle::Entry& e = h->entries[i];
@@ -676,7 +706,20 @@ void Server::ReadDir(fuse_req_t req, size_t size, off_t off, fuse_file_info* fi,
     }
     used += fuse_add_direntry_plus(req, buf.data() + used, room, e.name.c_str(), &ep, next);
   }
-  fuse_reply_buf(req, buf.data(), used);
+  buf.resize(used);
+  return 0;
+}
+
+void Server::ReadDir(fuse_req_t req, size_t size, off_t off, fuse_file_info* fi, bool plus) {
+  auto* h = static_cast<DirHandle*>(HandleOf(fi));
+  if (!h) return (void)fuse_reply_err(req, EBADF);
+  std::vector<char> buf;
+  // Reply only after h->mu is released: once the reply is in, the process may close the
+  // directory and RELEASEDIR (another worker) frees the handle.
+  if (int err = FillDir(req, h, size, off, plus, &buf); err != 0) {
+    return (void)fuse_reply_err(req, err);
+  }
+  fuse_reply_buf(req, buf.data(), buf.size());
 }
 
 void Server::StatFs(fuse_req_t req) {
@@ -885,6 +928,12 @@ void Server::FinishSession() {
     finished_ = true;
   }
   finished_cv_.notify_all();
+}
+
+Server::~Server() {
+  Unmount();
+  // Handles whose RELEASE never came: the connection ended while files were open.
+  for (Handle* h : handles_) delete h;
 }
 
 bool Server::WaitFinishedFor(std::chrono::steady_clock::duration d) {
