@@ -299,10 +299,13 @@ Status GetTo(Env& env, const Cid& cid, const std::string& path, Deadline dl, Pro
   if (path == "-" || (::stat(path.c_str(), &path_st) == 0 && !S_ISREG(path_st.st_mode))) {
     int out = path == "-" ? STDOUT_FILENO : ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
     if (out < 0) return ErrnoError("open " + path, errno);
-    auto s = reader->Stream(cid, 0, UINT64_MAX, [&](ByteView chunk) -> Status {
-      progress.Add(chunk.size());
-      return WriteAll(out, chunk);
-    }, dl);
+    auto s = reader->Stream(
+        cid, 0, UINT64_MAX,
+        [&](ByteView chunk) -> Status {
+          progress.Add(chunk.size());
+          return WriteAll(out, chunk);
+        },
+        dl);
     if (out != STDOUT_FILENO) ::close(out);
     return s;
   }
@@ -370,8 +373,8 @@ std::optional<CliError> CmdCarExport(const GlobalOptions& g, const std::string& 
   int fd = STDOUT_FILENO;
   std::string tmp;
   struct stat out_st {};
-  bool special = !out.empty() && out != "-" && ::stat(out.c_str(), &out_st) == 0 &&
-                 !S_ISREG(out_st.st_mode);
+  bool special =
+      !out.empty() && out != "-" && ::stat(out.c_str(), &out_st) == 0 && !S_ISREG(out_st.st_mode);
   if (special) {
     fd = ::open(out.c_str(), O_WRONLY | O_CLOEXEC);
     if (fd < 0) return FromError(ErrnoError("open " + out, errno));

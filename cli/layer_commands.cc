@@ -382,11 +382,22 @@ std::optional<CliError> CmdMount(const GlobalOptions& g, const MountOptions& o) 
   watcher.join();
   for (auto& t : prefetchers) t.join();
   fs::remove(priv, ec);
+  if (auto f = env.fetcher(); f.ok()) {
+    auto fst = (*f)->stats();
+    uint64_t net = fst.fetched_bytes;
+    for (const auto& src : fst.sources) net += src.stream_bytes;
+    std::fprintf(stderr, "network: %llu bytes in %llu blocks fetched from sources\n",
+                 static_cast<unsigned long long>(net),
+                 static_cast<unsigned long long>(fst.fetched));
+  }
   for (const auto& m : mounted) {
     auto s = m.reader->stats();
-    std::fprintf(stderr, "%s: %llu compressed bytes fetched of %llu; %llu/%llu spans cached\n",
+    std::fprintf(stderr,
+                 "%s: %llu compressed bytes read of %llu (spans touched: %llu compressed bytes); "
+                 "%llu/%llu spans cached\n",
                  m.cid.ToString().c_str(), static_cast<unsigned long long>(s.compressed_bytes_read),
                  static_cast<unsigned long long>(m.index->compressed_size),
+                 static_cast<unsigned long long>(s.span_compressed_bytes),
                  static_cast<unsigned long long>(s.spans_cached),
                  static_cast<unsigned long long>(s.spans_total));
   }

@@ -54,8 +54,9 @@ class FuseFs {
   const std::string& mountpoint() const;
 
   // Unmounts now and joins the FUSE threads (idempotent, thread-safe; the destructor calls it).
-  // The mount is detached lazily; if something still uses it (an open file, a request blocked in
-  // a FileTree) after a short grace period (1 s), its kernel connection is aborted, so users see
+  // The mount is detached lazily (umount2 MNT_DETACH as root, else fusermount3 -u -z). If
+  // something still holds it (an open file, a request blocked in a FileTree), its kernel
+  // connection is aborted through fusectl within a grace period of 1 s, so those users get
   // ENOTCONN/ECONNABORTED instead of hanging. Returns once requests already inside a FileTree
   // have returned (trees bound their own latency). Must not be called from a FileTree method
   // (a FUSE worker thread), nor from a signal handler: use a thread that waits for signals.

@@ -1,7 +1,5 @@
 #include "ipfs_fetch/fetcher.h"
 
-#include "core/codec/dagpb.h"
-
 #include <algorithm>
 #include <chrono>
 #include <random>
@@ -9,6 +7,7 @@
 #include <utility>
 
 #include "core/base/log.h"
+#include "core/codec/dagpb.h"
 #include "ipfs_fetch/fs_block_store.h"
 #include "ipfs_fetch/retry_hint.h"
 

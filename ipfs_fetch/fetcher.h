@@ -41,11 +41,11 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
-#include <thread>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 

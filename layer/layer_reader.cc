@@ -116,6 +116,9 @@ struct LayerReader::Impl {
     {
       std::lock_guard lk(mu);
       stats.compressed_bytes_read += read_bytes;
+      uint64_t from = idx.points[i].compressed_bit_offset / 8;
+      uint64_t to = hint ? hint : idx.compressed_size;
+      stats.span_compressed_bytes += to > from ? to - from : 0;
     }
     if (!data.ok()) return std::move(data).error().With("span " + std::to_string(i));
     if (data->size() != end - start) {

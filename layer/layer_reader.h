@@ -50,6 +50,7 @@ struct LayerReaderStats {
   uint64_t span_hits = 0;  // span reads served from the cache
   uint64_t spans_decompressed = 0;
   uint64_t compressed_bytes_read = 0;  // bytes asked of the BlobSource
+  uint64_t span_compressed_bytes = 0;  // compressed size of the spans decompressed
   uint64_t spans_cached = 0;           // spans present now
   uint64_t spans_total = 0;
 };

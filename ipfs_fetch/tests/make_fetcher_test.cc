@@ -115,7 +115,7 @@ TEST(MakeFetcher, StreamUsesGatewayCarAndFillsCache) {
   EXPECT_EQ(out, data);
   EXPECT_EQ(reader.stats().blocks_streamed, sink.blocks.size());
   EXPECT_EQ(fetcher->stats().fetched, 0u);  // no per-block requests
-  fetcher->FlushCache();                     // cache writes are asynchronous
+  fetcher->FlushCache();                    // cache writes are asynchronous
   for (const auto& c : sink.blocks) EXPECT_TRUE(fetcher->cache()->Has(c).value());
 }
 
