@@ -330,6 +330,7 @@ std::optional<CliError> CmdMount(const GlobalOptions& g, const MountOptions& o) 
   std::string priv = base + "/" + std::to_string(getpid());
   fusefs::FuseOptions fo;
   fo.mountpoint = priv;
+  fo.zero_message_open = true;  // trees stay attached until exit
   auto fuse = fusefs::FuseFs::Mount(fo);
   if (!fuse.ok()) return FromError(fuse.error());
   std::vector<std::string> lowers;

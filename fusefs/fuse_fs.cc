@@ -194,7 +194,7 @@ class Server {
   void GetAttr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
   void ReadLink(fuse_req_t req, fuse_ino_t ino);
   void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
-  void Read(fuse_req_t req, size_t size, off_t off, fuse_file_info* fi);
+  void Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi);
   void OpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
   void ReadDir(fuse_req_t req, size_t size, off_t off, fuse_file_info* fi, bool plus);
   void StatFs(fuse_req_t req);
@@ -312,8 +312,8 @@ void OpReadLink(fuse_req_t req, fuse_ino_t ino) {
 void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Guarded(req, "open", [&] { ServerOf(req)->Open(req, ino, fi); });
 }
-void OpRead(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
-  Guarded(req, "read", [&] { ServerOf(req)->Read(req, size, off, fi); });
+void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  Guarded(req, "read", [&] { ServerOf(req)->Read(req, ino, size, off, fi); });
 }
 void OpRelease(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
   Guarded(req, "release", [&] { ServerOf(req)->Release(req, fi); });
@@ -554,6 +554,11 @@ void Server::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
     return (void)fuse_reply_err(req, EROFS);
   }
+  if (options_.zero_message_open) {
+    // The kernel remembers ENOSYS for the connection: no more OPEN/RELEASE for regular files,
+    // reads carry fh 0 and are resolved by inode (see Read).
+    return (void)fuse_reply_err(req, ENOSYS);
+  }
   Resolved r;
   if (!Resolve(ino, &r)) return (void)fuse_reply_err(req, ENOENT);
   if (!r.tree) return (void)fuse_reply_err(req, EISDIR);
@@ -599,8 +604,17 @@ void Server::LogReadError(const Handle& h, off_t off, size_t size, const Error& 
                   suppressed ? fmt::format(" ({} similar errors suppressed)", suppressed) : "");
 }
 
-void Server::Read(fuse_req_t req, size_t size, off_t off, fuse_file_info* fi) {
+void Server::Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
   Handle* h = HandleOf(fi);
+  FileHandle by_ino;  // zero-message open: no handle, resolve the inode for this read
+  if (!h && options_.zero_message_open) {
+    Resolved r;
+    if (!Resolve(ino, &r) || !r.tree) return (void)fuse_reply_err(req, ENOENT);
+    by_ino.tree = std::move(r.tree);
+    by_ino.slot = r.slot;
+    by_ino.local = r.local;
+    h = &by_ino;
+  }
   if (!h || !h->tree || off < 0) return (void)fuse_reply_err(req, EINVAL);
   // One buffer per worker thread, reused across requests (at most max_pages, 1 MiB, each).
   thread_local std::vector<uint8_t> buf;

@@ -149,6 +149,8 @@ class KuboRpcSource : public BlockSource {
   KuboRpcClient& client() { return *client_; }
 
  private:
+  Status StreamViaCat(const mf::Cid& root, EntityRange range, Deadline deadline,
+                      const std::function<Status(const Block&)>& on_block);
   std::shared_ptr<KuboRpcClient> client_;
 };
 
