@@ -240,9 +240,11 @@ void Prefetch(Env& env, const Cid& blob, const layer::LayerIndex& idx, layer::La
   if (idx.layer_digest && !(got == *idx.layer_digest)) {
     IPFLY_LOG_ERROR("LAYER DIGEST MISMATCH for {}: index says {}, blob hashes to {}",
                     blob.ToString(), idx.layer_digest->ToString(), got.ToString());
+    std::fprintf(stderr, "prefetch: LAYER DIGEST MISMATCH for %s\n", blob.ToString().c_str());
     return;
   }
-  IPFLY_LOG_INFO("prefetch: blob {} complete, digest {} verified", blob.ToString(), got.ToString());
+  std::fprintf(stderr, "prefetch: blob %s complete, digest %s verified\n", blob.ToString().c_str(),
+               got.ToString().c_str());
   Bytes buf(1 << 20);
   for (uint64_t off = 0; off < idx.uncompressed_size && !stop; off += buf.size()) {
     auto n = reader->Read(off, buf, fetch::Clock::now() + std::chrono::minutes(5));

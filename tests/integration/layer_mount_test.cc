@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "tests/integration/ipfs_nodes.h"
+#include "tests/support/fault_http_server.h"
 #include "tests/support/process.h"
 #include "tests/support/tree_compare.h"
 
@@ -323,6 +324,75 @@ TEST(LayerMountRecovery, NextStartCleansStaleMountAfterCrash) {
   Mount m({Trim(a.out), mnt, "--index", LastLine(i.out), "--store", store}, mnt, w / "log2");
   ASSERT_TRUE(m.ok()) << m.log();
   EXPECT_EQ(ReadFile(mnt + "/f"), "hello\n");
+}
+
+}  // namespace
+}  // namespace ipfly::testing
+
+namespace ipfly::testing {
+namespace {
+
+// A 100 MiB file in a gzip layer, prefetched in the background: the blob digest is verified and
+// every span ends up in the span cache; the file reads back exactly.
+TEST(LayerReads, HundredMebibyteFileWithPrefetch) {
+  TempDir w;
+  auto mk = Sh("set -e; cd '" + w.path() +
+               "'; mkdir src; head -c 104857600 /dev/urandom > "
+               "src/big; printf 1 > src/one; tar -C src -cf - . | gzip -1 > blob");
+  ASSERT_EQ(mk.exit_code, 0) << mk.err;
+  std::string store = w / "store";
+  auto a = Ipfly({"add", "-q", "--store", store, w / "blob"});
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  auto i = Ipfly({"index", w / "blob", "--store", store});
+  ASSERT_EQ(i.exit_code, 0) << i.err;
+  std::string mnt = w / "mnt";
+  Mount m({Trim(a.out), mnt, "--index", LastLine(i.out), "--store", store, "--prefetch"}, mnt,
+          w / "log");
+  ASSERT_TRUE(m.ok()) << m.log();
+  EXPECT_EQ(ReadFile(mnt + "/one"), "1");
+  EXPECT_TRUE(ReadFile(mnt + "/big") == ReadFile(w / "src/big"));
+  EXPECT_TRUE(
+      WaitFor([&] { return ReadFile(w / "log").find("digest sha256:") != std::string::npos; },
+              std::chrono::seconds(60)))
+      << ReadFile(w / "log");
+  EXPECT_NE(ReadFile(w / "log").find("verified"), std::string::npos) << ReadFile(w / "log");
+}
+
+// A gateway that accepts requests and never answers: reads of uncached spans fail with EIO
+// within the configured deadline instead of hanging.
+TEST(LayerReads, StallingSourceGivesEioWithinDeadline) {
+  TempDir w;
+  auto mk = Sh("set -e; cd '" + w.path() +
+               "'; mkdir src; head -c 2097152 /dev/urandom > src/a; "
+               "tar -C src -cf - a | gzip -1 > blob");
+  ASSERT_EQ(mk.exit_code, 0) << mk.err;
+  std::string full = w / "full";
+  auto a = Ipfly({"add", "-q", "--store", full, w / "blob"});
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  auto i = Ipfly({"index", w / "blob", "--store", full});
+  ASSERT_EQ(i.exit_code, 0) << i.err;
+  std::string index_cid = LastLine(i.out);
+  ASSERT_EQ(Ipfly({"car", "export", index_cid, "-o", w / "i.car", "--store", full}).exit_code, 0);
+  std::string store = w / "store";
+  ASSERT_EQ(Ipfly({"car", "import", w / "i.car", "--store", store}).exit_code, 0);
+  test::BlockServer hang;
+  ASSERT_TRUE(hang.Start().ok());
+  hang.SetDefaultFault(test::BlockFault::kHang);
+  std::ofstream(w / "cfg.toml") << "[fetch]\ntimeout_ms = 3000\nblock_timeout_ms = 1000\n";
+  std::string mnt = w / "mnt";
+  {
+    Mount m({Trim(a.out), mnt, "--index", index_cid, "--store", store, "--config", w / "cfg.toml",
+             "--source", "gateway=" + hang.base_url()},
+            mnt, w / "log");
+    ASSERT_TRUE(m.ok()) << m.log();
+    auto t0 = std::chrono::steady_clock::now();
+    auto r = Sh("cat '" + mnt + "/a' > /dev/null");
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_NE(r.err.find("Input/output error"), std::string::npos) << r.err;
+    EXPECT_LT(secs, 15.0);
+  }
+  hang.Stop();
 }
 
 }  // namespace
