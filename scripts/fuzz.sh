@@ -5,8 +5,6 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 B="$ROOT/build-fuzz"
 export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}"
-# Hits across checkouts in different directories (CI clones elsewhere): paths relative to ROOT.
-export CCACHE_BASEDIR="$ROOT" CCACHE_NOHASHDIR=1
 CC=clang CXX=clang++ cmake -S "$ROOT" -B "$B" -G Ninja -DIPFLY_FUZZ=ON -DBUILD_TESTING=OFF \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 ninja -C "$B" -j"$(nproc)" $(cd "$ROOT/fuzz" && ls *_fuzz.cc | sed 's/\.cc$//') >/dev/null
