@@ -28,6 +28,7 @@ function(ipfly_test name)
   endif()
   add_executable(${name} ${T_SOURCES})
   target_link_libraries(${name} PRIVATE ${T_LIBS} GTest::gtest GTest::gtest_main GTest::gmock ipfly_flags)
+  target_compile_definitions(${name} PRIVATE IPFLY_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
   if(T_WHOLE)
     # One ctest entry for the whole binary: its global environment (e.g. real IPFS nodes) is
     # started once instead of once per test case.

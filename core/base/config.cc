@@ -115,6 +115,25 @@ Status GetString(const toml::table& t, const char* key, std::string* out, std::s
   return OkStatus();
 }
 
+Status GetBool(const toml::table& t, const char* key, bool* out, std::string_view where) {
+  auto node = t.get(key);
+  if (!node) return OkStatus();
+  auto v = node->value<bool>();
+  if (!v) return InvalidArgument(std::string(where) + "." + key + " must be true or false");
+  *out = *v;
+  return OkStatus();
+}
+
+Status GetDouble(const toml::table& t, const char* key, double* out, std::string_view where) {
+  auto node = t.get(key);
+  if (!node) return OkStatus();
+  auto v = node->value<double>();
+  if (!v || *v < 0)
+    return InvalidArgument(std::string(where) + "." + key + " must be a number >= 0");
+  *out = *v;
+  return OkStatus();
+}
+
 Status GetSize(const toml::table& t, const char* key, uint64_t* out, std::string_view where) {
   auto node = t.get(key);
   if (!node) return OkStatus();
@@ -145,8 +164,9 @@ Result<Config> Config::Parse(std::string_view text, std::string_view origin) {
     return InvalidArgument(os.str());
   }
   Config c = Defaults();
-  IPFLY_RETURN_IF_ERROR(
-      CheckKeys(root, {"store", "cache", "import", "fetch", "source", "log"}, "config"));
+  IPFLY_RETURN_IF_ERROR(CheckKeys(
+      root, {"store", "cache", "import", "fetch", "source", "log", "snapshotter", "registry"},
+      "config"));
   if (auto* t = root["store"].as_table()) {
     IPFLY_RETURN_IF_ERROR(CheckKeys(*t, {"dir"}, "[store]"));
     IPFLY_RETURN_IF_ERROR(GetString(*t, "dir", &c.store_dir, "store"));
@@ -180,6 +200,42 @@ Result<Config> Config::Parse(std::string_view text, std::string_view origin) {
     IPFLY_RETURN_IF_ERROR(GetUint(*t, "readahead_blocks", &f.readahead_blocks, "fetch"));
     IPFLY_RETURN_IF_ERROR(GetUint(*t, "hedge_ms", &f.hedge_ms, "fetch"));
     if (f.max_inflight == 0) return InvalidArgument("fetch.max_inflight must be at least 1");
+  }
+  if (auto* t = root["snapshotter"].as_table()) {
+    IPFLY_RETURN_IF_ERROR(
+        CheckKeys(*t,
+                  {"socket", "root", "resolver", "min_lazy_size", "background_fetch",
+                   "metrics_listen", "fuse_threads", "fuse_timeout_s"},
+                  "[snapshotter]"));
+    auto& s = c.snapshotter;
+    IPFLY_RETURN_IF_ERROR(GetString(*t, "socket", &s.socket, "snapshotter"));
+    IPFLY_RETURN_IF_ERROR(GetString(*t, "root", &s.root, "snapshotter"));
+    IPFLY_RETURN_IF_ERROR(GetString(*t, "resolver", &s.resolver, "snapshotter"));
+    IPFLY_RETURN_IF_ERROR(GetSize(*t, "min_lazy_size", &s.min_lazy_size, "snapshotter"));
+    IPFLY_RETURN_IF_ERROR(GetBool(*t, "background_fetch", &s.background_fetch, "snapshotter"));
+    IPFLY_RETURN_IF_ERROR(GetString(*t, "metrics_listen", &s.metrics_listen, "snapshotter"));
+    IPFLY_RETURN_IF_ERROR(GetUint(*t, "fuse_threads", &s.fuse_threads, "snapshotter"));
+    IPFLY_RETURN_IF_ERROR(GetDouble(*t, "fuse_timeout_s", &s.fuse_timeout_s, "snapshotter"));
+    if (s.fuse_threads == 0) return InvalidArgument("snapshotter.fuse_threads must be at least 1");
+  }
+  if (auto* t = root["registry"].as_table()) {
+    IPFLY_RETURN_IF_ERROR(CheckKeys(
+        *t,
+        {"listen", "root", "upstream", "upstream_username", "upstream_password", "tag_ttl_s",
+         "read_only", "push_token", "htpasswd", "max_upload_size", "publish_kubo"},
+        "[registry]"));
+    auto& r = c.registry;
+    IPFLY_RETURN_IF_ERROR(GetString(*t, "listen", &r.listen, "registry"));
+    IPFLY_RETURN_IF_ERROR(GetString(*t, "root", &r.root, "registry"));
+    IPFLY_RETURN_IF_ERROR(GetString(*t, "upstream", &r.upstream, "registry"));
+    IPFLY_RETURN_IF_ERROR(GetString(*t, "upstream_username", &r.upstream_username, "registry"));
+    IPFLY_RETURN_IF_ERROR(GetString(*t, "upstream_password", &r.upstream_password, "registry"));
+    IPFLY_RETURN_IF_ERROR(GetUint(*t, "tag_ttl_s", &r.tag_ttl_s, "registry"));
+    IPFLY_RETURN_IF_ERROR(GetBool(*t, "read_only", &r.read_only, "registry"));
+    IPFLY_RETURN_IF_ERROR(GetString(*t, "push_token", &r.push_token, "registry"));
+    IPFLY_RETURN_IF_ERROR(GetString(*t, "htpasswd", &r.htpasswd, "registry"));
+    IPFLY_RETURN_IF_ERROR(GetSize(*t, "max_upload_size", &r.max_upload_size, "registry"));
+    IPFLY_RETURN_IF_ERROR(GetString(*t, "publish_kubo", &r.publish_kubo, "registry"));
   }
   if (auto* arr = root["source"].as_array()) {
     for (size_t i = 0; i < arr->size(); ++i) {

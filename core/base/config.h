@@ -33,6 +33,33 @@ struct FetchConfig {
   uint32_t hedge_ms = 0;               // start the next gateway after this delay (0 = no hedging)
 };
 
+// [snapshotter]: ipfly-snapshotter (containerd proxy snapshotter). Flags override.
+struct SnapshotterConfig {
+  std::string socket = "/run/ipfly/snapshotter.sock";  // gRPC unix socket (mode 0600)
+  std::string root;               // metadata + snapshot dirs; default <store_dir>/snapshotter
+  std::string resolver;           // registry shim base URL for digest -> CID lookups ("" = none)
+  uint64_t min_lazy_size = 0;     // smaller layers are downloaded by containerd instead
+  bool background_fetch = false;  // fetch whole lazy layers in the background
+  std::string metrics_listen;     // "127.0.0.1:9401" = Prometheus text on /metrics ("" = off)
+  unsigned fuse_threads = 16;
+  double fuse_timeout_s = 86400;  // entry/attr timeouts of the FUSE mount (content is immutable)
+};
+
+// [registry]: ipfly-registry (OCI distribution server on IPFS). Flags override.
+struct RegistryConfig {
+  std::string listen = "127.0.0.1:5000";
+  std::string root;      // catalog + uploads; default <store_dir>/registry
+  std::string upstream;  // pull-through mirror upstream ("" = no mirror)
+  std::string upstream_username;
+  std::string upstream_password;  // basic auth for the upstream (never logged)
+  uint32_t tag_ttl_s = 300;       // mirrored tags are revalidated upstream after this long
+  bool read_only = false;
+  std::string push_token;  // static bearer token required for pushes ("" = none)
+  std::string htpasswd;    // htpasswd file (bcrypt) for pushes ("" = none)
+  uint64_t max_upload_size = 10ull << 30;
+  std::string publish_kubo;  // Kubo RPC URL to publish pushed/mirrored content to ("" = off)
+};
+
 struct Config {
   std::string store_dir;  // embedded block store; default: DefaultStoreDir()
   std::string cache_dir;  // block cache for fetched blocks; default: <store_dir>/cache
@@ -41,6 +68,8 @@ struct Config {
   std::vector<SourceSpec> sources;  // tried in order, after the embedded store
   FetchConfig fetch;
   std::string log_level;  // empty = IPFLY_LOG or "warn"
+  SnapshotterConfig snapshotter;
+  RegistryConfig registry;
 
   // Defaults with store/cache dirs filled in.
   static Config Defaults();

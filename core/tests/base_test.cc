@@ -100,6 +100,39 @@ url = "http://127.0.0.1:5001"
   EXPECT_FALSE(Config::Parse("[[source]]\nkind = \"ftp\"\nurl = \"http://x:1\"\n").ok());
 }
 
+TEST(Config, SnapshotterAndRegistrySections) {
+  auto c = Config::Parse(R"(
+[snapshotter]
+socket = "/tmp/s.sock"
+resolver = "http://127.0.0.1:5000"
+min_lazy_size = "1MiB"
+background_fetch = true
+fuse_timeout_s = 5
+[registry]
+listen = "127.0.0.1:5999"
+read_only = true
+max_upload_size = "1GiB"
+tag_ttl_s = 10
+)");
+  ASSERT_TRUE(c.ok()) << c.error().ToString();
+  EXPECT_EQ(c->snapshotter.socket, "/tmp/s.sock");
+  EXPECT_EQ(c->snapshotter.resolver, "http://127.0.0.1:5000");
+  EXPECT_EQ(c->snapshotter.min_lazy_size, 1u << 20);
+  EXPECT_TRUE(c->snapshotter.background_fetch);
+  EXPECT_DOUBLE_EQ(c->snapshotter.fuse_timeout_s, 5.0);
+  EXPECT_EQ(c->registry.listen, "127.0.0.1:5999");
+  EXPECT_TRUE(c->registry.read_only);
+  EXPECT_EQ(c->registry.max_upload_size, 1ull << 30);
+  EXPECT_EQ(c->registry.tag_ttl_s, 10u);
+  auto bad = Config::Parse("[snapshotter]\nbackground_fetch = \"yes\"\n");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message().find("background_fetch"), std::string::npos);
+  EXPECT_FALSE(Config::Parse("[registry]\nlisten_addr = \"x\"\n").ok());
+  // The shipped example must parse.
+  auto example = Config::Load(std::string(IPFLY_SOURCE_DIR) + "/packaging/config.example.toml");
+  EXPECT_TRUE(example.ok()) << example.error().ToString();
+}
+
 TEST(Config, SourceSpecAndSizes) {
   EXPECT_TRUE(SourceSpec::Parse("gateway=http://127.0.0.1:1").ok());
   EXPECT_FALSE(SourceSpec::Parse("gateway").ok());
