@@ -28,6 +28,10 @@ std::string_view ErrcName(Errc c) {
       return "permission denied";
     case Errc::kCancelled:
       return "cancelled";
+    case Errc::kFailedPrecondition:
+      return "failed precondition";
+    case Errc::kUnimplemented:
+      return "unimplemented";
     case Errc::kInternal:
       return "internal error";
   }

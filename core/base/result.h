@@ -27,7 +27,9 @@ enum class Errc {
   kAlreadyExists,
   kPermissionDenied,
   kCancelled,
-  kInternal,  // a bug or an unexpected state
+  kFailedPrecondition,  // the operation is not valid in the current state (snapshot not committed)
+  kUnimplemented,       // the operation or feature is not available in this build/configuration
+  kInternal,            // a bug or an unexpected state
 };
 
 std::string_view ErrcName(Errc c);
