@@ -58,7 +58,10 @@ class LazyLayers {
     uint64_t blob_size = 0;
     bool background_complete = false;
   };
-  virtual std::vector<LayerStatus> Status() = 0;
+  virtual std::vector<LayerStatus> Layers() = 0;
+
+  // Extra Prometheus text lines (e.g. the on-demand fetch latency histogram); "" if none.
+  virtual std::string MetricsText() { return {}; }
 };
 
 }  // namespace ipfly::snapshotter
