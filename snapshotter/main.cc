@@ -1,0 +1,3 @@
+#include "snapshotter/daemon.h"
+
+int main(int argc, char** argv) { return ipfly::snapshotter::RunSnapshotterMain(argc, argv); }
