@@ -138,7 +138,8 @@ func TestViaContainerd(t *testing.T) {
 	if err != nil {
 		t.Fatalf("connect to containerd at %s: %v", addr, err)
 	}
-	defer client.Close()
+	// Parallel subtests run after this function returns: close the client only when they are done.
+	t.Cleanup(func() { client.Close() })
 	// Fail (never skip) when the proxy plugin cannot reach ipfly-snapshotter.
 	ctx := namespaces.WithNamespace(context.Background(), "suite-probe")
 	if err := client.SnapshotService("ipfly").Walk(ctx, func(context.Context, snapshots.Info) error { return nil }); err != nil {
