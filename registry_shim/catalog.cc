@@ -359,7 +359,7 @@ Result<std::vector<std::string>> Catalog::ListRepositories(const std::string& la
   // Only repositories that hold at least one manifest are listed (an upload alone does not
   // create a visible repository).
   Stmt s(db_,
-         "SELECT name FROM repositories r WHERE name > ?1 AND EXISTS "
+         "SELECT name FROM repositories r WHERE name > ?1 AND name NOT LIKE 'ipfs/%' AND EXISTS "
          "(SELECT 1 FROM manifests m WHERE m.repo = r.name) ORDER BY name LIMIT ?2");
   if (!s.prepared()) return s.Err("list repositories");
   s.Bind(1, last).Bind(2, n == 0 ? int64_t{-1} : static_cast<int64_t>(n));

@@ -47,6 +47,8 @@ constexpr char kDockerManifest[] = "application/vnd.docker.distribution.manifest
 constexpr char kDockerList[] = "application/vnd.docker.distribution.manifest.list.v2+json";
 constexpr char kRawType[] = "application/vnd.ipld.raw";
 constexpr char kCarType[] = "application/vnd.ipld.car";
+// Repositories under this prefix are IPFS-format views of the repository without it.
+constexpr char kIpfsPrefix[] = "ipfs/";
 
 bool IsIndexType(std::string_view mt) { return mt == kOciIndex || mt == kDockerList; }
 bool IsKnownManifestType(std::string_view mt) {
@@ -261,6 +263,9 @@ struct RegistryServer::Impl {
     if (p.kind != V2Path::kCatalog && !ValidRepoName(p.name)) {
       Drain(reader);
       return SendError(res, 400, "NAME_INVALID", "invalid repository name", p.name);
+    }
+    if (p.kind != V2Path::kCatalog && p.name.starts_with(kIpfsPrefix)) {
+      return HandleIpfsView(req, res, reader, p);
     }
     if (write && !CheckWriteAllowed(req, res)) {
       Drain(reader);
@@ -629,6 +634,101 @@ struct RegistryServer::Impl {
     if (!filter.empty()) res.set_header("OCI-Filters-Applied", "artifactType");
     json index = {{"schemaVersion", 2}, {"mediaType", kOciIndex}, {"manifests", manifests}};
     res.set_content(index.dump(), kOciIndex);
+  }
+
+  // ---- IPFS-format view: /v2/ipfs/<repo>/... ---------------------------------------------------
+
+  // The manifest of <repo> with every blob descriptor carrying urls ["ipfs://<CID>"] and layer
+  // descriptors the containerd.io/snapshot/ipfly.cid|index annotations; index children are
+  // rewritten recursively. Every rewritten manifest is stored under ipfs/<repo> so that it is
+  // served by its own digest, consistently.
+  Result<ManifestInfo> RewriteForIpfs(const std::string& base, const ManifestInfo& orig,
+                                      int depth) {
+    if (depth > 4) return InvalidArgument("manifest index nesting deeper than 4");
+    json doc = json::parse(orig.content, nullptr, false);
+    if (doc.is_discarded() || !doc.is_object()) return Corrupt("stored manifest is not JSON");
+    std::vector<std::string> blob_digests;
+    if (IsIndexType(orig.media_type)) {
+      for (auto& d : doc["manifests"]) {
+        std::string cd = d.value("digest", "");
+        auto child = IPFLY_TRY(catalog->GetManifest(base, cd));
+        if (!child) return NotFound("child manifest " + cd + " of " + base);
+        ManifestInfo rc = IPFLY_TRY(RewriteForIpfs(base, *child, depth + 1));
+        d["digest"] = rc.digest;
+        d["size"] = rc.content.size();
+      }
+    } else {
+      auto rewrite = [&](json& d, bool is_layer) -> Status {
+        std::string bd = d.value("digest", "");
+        auto blob = IPFLY_TRY(catalog->GetBlob(bd));
+        if (!blob) return OkStatus();  // foreign layer: left as it is
+        blob_digests.push_back(bd);
+        std::string url = "ipfs://" + blob->cid;
+        if (!d.contains("urls") || !d["urls"].is_array()) d["urls"] = json::array();
+        bool has = false;
+        for (const auto& u : d["urls"]) has = has || u == url;
+        if (!has) d["urls"].push_back(url);
+        if (is_layer) {
+          if (!d.contains("annotations") || !d["annotations"].is_object()) {
+            d["annotations"] = json::object();
+          }
+          d["annotations"]["containerd.io/snapshot/ipfly.cid"] = blob->cid;
+          if (!blob->index_cid.empty()) {
+            d["annotations"]["containerd.io/snapshot/ipfly.index"] = blob->index_cid;
+          }
+        }
+        return OkStatus();
+      };
+      if (doc.contains("config")) IPFLY_RETURN_IF_ERROR(rewrite(doc["config"], false));
+      if (doc.contains("layers")) {
+        for (auto& l : doc["layers"]) IPFLY_RETURN_IF_ERROR(rewrite(l, true));
+      }
+    }
+    ManifestInfo out = orig;
+    out.content = doc.dump();
+    out.digest = Digest::FromSha256(Sha256Of(AsBytes(out.content))).ToString();
+    out.subject.clear();  // the view has no referrers of its own
+    out.cid = IPFLY_TRY(IngestBytes(AsBytes(out.content), profile, store));
+    IPFLY_RETURN_IF_ERROR(
+        catalog->PutManifest(std::string(kIpfsPrefix) + base, out, "", blob_digests, {}));
+    return out;
+  }
+
+  void HandleIpfsView(const Request& req, Response& res, const ContentReader* reader,
+                      const V2Path& p) {
+    const std::string view = p.name;
+    const std::string base = view.substr(std::strlen(kIpfsPrefix));
+    const std::string& m = req.method;
+    if (m != "GET" && m != "HEAD") {
+      Drain(reader);
+      return SendError(res, 405, "UNSUPPORTED",
+                       "ipfs/ repositories are read-only views of the repository without the "
+                       "prefix");
+    }
+    if (!ValidRepoName(base)) return SendError(res, 400, "NAME_INVALID", "invalid name", view);
+    switch (p.kind) {
+      case V2Path::kTags:
+        return ListTags(req, res, base);
+      case V2Path::kBlob:
+        return GetBlob(req, res, base, p.ref);
+      case V2Path::kReferrers:
+        return Referrers(req, res, view, p.ref);
+      case V2Path::kManifest:
+        break;
+      default:
+        return SendError(res, 405, "UNSUPPORTED", "not available on ipfs/ views");
+    }
+    if (!LooksLikeDigest(p.ref)) {
+      // A tag: rewrite the current manifest of <repo>:<tag> and point the view's tag at it.
+      auto orig = FindManifest(res, base, p.ref);
+      if (!orig) return;
+      auto rw = RewriteForIpfs(base, *orig, 0);
+      if (!rw.ok()) return InternalError(res, rw.error());
+      if (Status s = catalog->PutManifest(view, *rw, p.ref, {}, {}); !s.ok()) {
+        return InternalError(res, s.error());
+      }
+    }
+    GetManifest(req, res, view, p.ref);
   }
 
   // ---- blobs ---------------------------------------------------------------------------------

@@ -764,6 +764,51 @@ TEST(RegistryClients, SkopeoPushPullInspect) {
   }
 }
 
+// IPFS-format view: /v2/ipfs/<repo> serves <repo>'s manifests with ipfs:// urls and the ipfly
+// snapshot annotations, under their own (different) digest, consistently.
+TEST(RegistryClients, IpfsFormatView) {
+  TempDir d;
+  auto mk = RunCmd({std::string(IPFLY_REGISTRY_TEST_DIR) + "/make-busybox-image", d / "bb.tar"},
+                   std::chrono::seconds(60));
+  ASSERT_EQ(mk.exit_code, 0) << mk.err;
+  const std::string host = g_reg->host();
+  auto cp = RunCmd({"skopeo", "copy", "--dest-tls-verify=false", "oci-archive:" + d / "bb.tar",
+                    "docker://" + host + "/view/app:1"});
+  ASSERT_EQ(cp.exit_code, 0) << cp.err;
+
+  auto c = g_reg->Client();
+  auto orig = c->Get("/v2/view/app/manifests/1");
+  ASSERT_EQ(orig->status, 200);
+  auto r = c->Get("/v2/ipfs/view/app/manifests/1");
+  ASSERT_EQ(r->status, 200) << r->body;
+  std::string vd = r->get_header_value("Docker-Content-Digest");
+  EXPECT_EQ(vd, DigestOf(r->body));
+  EXPECT_NE(vd, orig->get_header_value("Docker-Content-Digest"));
+  json m = json::parse(r->body);
+  ASSERT_EQ(m["layers"].size(), 2u);
+  for (const auto& l : m["layers"]) {
+    auto lr = c->Get(("/ipfly/v1/layers/" + l["digest"].get<std::string>()).c_str());
+    json lj = json::parse(lr->body);
+    EXPECT_EQ(l["urls"][0], "ipfs://" + lj["cid"].get<std::string>());
+    EXPECT_EQ(l["annotations"]["containerd.io/snapshot/ipfly.cid"], lj["cid"]);
+    EXPECT_EQ(l["annotations"]["containerd.io/snapshot/ipfly.index"], lj["index_cid"]);
+  }
+  EXPECT_TRUE(m["config"]["urls"][0].get<std::string>().starts_with("ipfs://bafk"));
+  // Same bytes by digest, and again by tag.
+  auto byd = c->Get(("/v2/ipfs/view/app/manifests/" + vd).c_str());
+  ASSERT_EQ(byd->status, 200);
+  EXPECT_EQ(byd->body, r->body);
+  EXPECT_EQ(c->Get("/v2/ipfs/view/app/manifests/1")->body, r->body);
+  // Views are read-only; tags come from the repository.
+  EXPECT_EQ(c->Put("/v2/ipfs/view/app/manifests/2", r->body, kOciManifest)->status, 405);
+  EXPECT_EQ(json::parse(c->Get("/v2/ipfs/view/app/tags/list")->body)["tags"], json({"1"}));
+  // A real client pulls the view (containers/image skips ipfs:// urls, fetches from the registry).
+  cp = RunCmd({"skopeo", "copy", "--src-tls-verify=false", "docker://" + host + "/ipfs/view/app:1",
+               "oci:" + d / "out" + ":x"});
+  ASSERT_EQ(cp.exit_code, 0) << cp.err;
+  EXPECT_EQ(json::parse(ReadFile(d / "out/index.json"))["manifests"][0]["digest"], vd);
+}
+
 // 50 clients pulling and 10 pushing at once: zero errors, every digest verifies.
 TEST(RegistryLoad, FiftyPullsTenPushes) {
   auto c = g_reg->Client();
