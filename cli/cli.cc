@@ -19,6 +19,7 @@
 
 #include "cli/common.h"
 #include "cli/layer_commands.h"
+#include "cli/status_command.h"
 #include "core/base/config.h"
 #include "core/base/log.h"
 #include "core/base/result.h"
@@ -607,6 +608,15 @@ int RunCli(int argc, char** argv) {
   mount->add_flag("--prefetch", mo.prefetch, "Fetch whole layers in the background");
   AddGlobalOptions(mount, &g);
   mount->callback([&] { err = CmdMount(g, mo); });
+
+  StatusOptions so;
+  auto* status = app.add_subcommand("status", "Lazy layers of ipfly-snapshotter and fallbacks");
+  status->add_option("--snapshotter", so.snapshotter,
+                     "Metrics address of ipfly-snapshotter (default snapshotter.metrics_listen)");
+  status->add_flag("--json", so.json, "Print the raw status document");
+  status->add_flag("--all", so.all, "Also list ordinary snapshots");
+  AddGlobalOptions(status, &g);
+  status->callback([&] { err = CmdStatus(g, so); });
 
   try {
     app.parse(argc, argv);

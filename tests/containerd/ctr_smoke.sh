@@ -2,9 +2,10 @@
 # Smoke test of the ordinary (fallback) path with a real containerd + runc:
 #   import a busybox image, run a container on the ipfly snapshotter, remove the image
 #   (containerd GC must remove every snapshot), and survive kill -9 of the snapshotter.
-#   ctr_smoke.sh SNAPSHOTTER_BIN
+#   ctr_smoke.sh SNAPSHOTTER_BIN IPFLY_BIN
 set -euo pipefail
 SNAPSHOTTER=$(realpath "$1")
+IPFLY=$(realpath "$2")
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
 need containerd ctr runc busybox tar gzip sha256sum
@@ -41,7 +42,11 @@ kinds = sorted(s["kind"] for s in d["snapshots"])
 assert kinds == ["committed", "committed"], kinds
 assert not any("lazy" in s for s in d["snapshots"])
 ' || fail "/status does not list the 2 committed snapshots"
-echo "ok: /metrics and /status report the ordinary snapshots"
+st=$("$IPFLY" status --snapshotter "127.0.0.1:$port" --all) || fail "ipfly status failed"
+echo "$st" | grep -q "2 snapshots, 0 lazy" || fail "ipfly status: $st"
+echo "$st" | grep -q "^fallbacks" || fail "ipfly status shows no fallback line: $st"
+echo "$st"
+echo "ok: /metrics, /status and 'ipfly status' report the ordinary snapshots"
 
 # Crash: kill -9, restart; the state survives and a new container runs.
 kill -KILL "$SNAP_PID"; wait "$SNAP_PID" 2>/dev/null || true
