@@ -1,0 +1,277 @@
+// FuseLazyLayers against real parts: layer blobs made by GNU tar + gzip/zstd, imported into a
+// real embedded block store, a real FUSE mount, a real HTTP resolver (cpp-httplib). Needs root
+// (FUSE allow_other), as the snapshotter does.
+#include "snapshotter/fuse_lazy_layers.h"
+
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "core/unixfs/importer.h"
+#include "ipfs_fetch/fs_block_store.h"
+#include "layer/layer_index.h"
+#include "tests/support/process.h"
+
+namespace ipfly::snapshotter {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::RunCmd;
+using testing::Sh;
+using testing::TempDir;
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+struct StoredLayer {
+  std::string blob_cid, index_cid, digest;
+  uint64_t size = 0;
+};
+
+// Packs `tree` with `compress` ("gzip -n" or "zstd -q --single-thread"), imports blob and
+// index into the block store at `store_dir`.
+StoredLayer MakeLayer(const std::string& work, const std::string& tree, const std::string& compress,
+                      const std::string& store_dir) {
+  std::string blob = work + "/layer.blob";
+  auto r = Sh("tar --sort=name --owner=0 --group=0 --numeric-owner -C " + tree + " -cf - . | " +
+              compress + " > " + blob);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  std::string bytes = Slurp(blob);
+  ByteView view(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+  auto store = fetch::FsBlockStore::Open(store_dir);
+  EXPECT_TRUE(store.ok());
+  auto profile = unixfs::ImportProfile::ByName("kubo-v1");
+  auto blob_node = unixfs::ImportBytes(view, *profile, store->get());
+  EXPECT_TRUE(blob_node.ok());
+  layer::BuildOptions bo;
+  bo.span = 64 << 10;
+  layer::LayerIndexBuilder builder(bo);
+  EXPECT_TRUE(builder.Feed(view).ok());
+  auto idx = builder.Finish();
+  EXPECT_TRUE(idx.ok()) << idx.error().ToString();
+  idx->blob_cid = blob_node->cid;
+  Bytes enc = idx->Encode();
+  auto idx_node = unixfs::ImportBytes(enc, *profile, store->get());
+  EXPECT_TRUE(idx_node.ok());
+  return {blob_node->cid.ToString(), idx_node->cid.ToString(), idx->layer_digest->ToString(),
+          bytes.size()};
+}
+
+class FuseLazyLayersTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(geteuid(), 0u) << "these tests need root (FUSE allow_other), like the snapshotter";
+    tree_ = tmp_ / "tree";
+    fs::create_directories(tree_ + "/etc");
+    fs::create_directories(tree_ + "/data");
+    std::ofstream(tree_ + "/etc/hello.txt") << "hello lazy world\n";
+    testing::WriteRandomFile(tree_ + "/data/big.bin", 3 << 20, 42);
+    fs::create_symlink("hello.txt", tree_ + "/etc/link");
+    config_ = Config::Defaults();
+    config_.store_dir = tmp_ / "store";
+    config_.cache_dir = tmp_ / "store/cache";
+    config_.fetch.timeout_ms = 5000;
+    config_.fetch.block_timeout_ms = 2000;
+    config_.fetch.retries = 0;
+    gz_ = MakeLayer(tmp_.path(), tree_, "gzip -n", config_.store_dir);
+  }
+
+  std::unique_ptr<LazyLayers> Make(const Config& c) {
+    auto l = MakeFuseLazyLayers(c, tmp_ / "root");
+    EXPECT_TRUE(l.ok()) << l.error().ToString();
+    return l.ok() ? std::move(*l) : nullptr;
+  }
+
+  TempDir tmp_;
+  std::string tree_;
+  Config config_;
+  StoredLayer gz_;
+};
+
+TEST_F(FuseLazyLayersTest, LabelsAttachReadDetach) {
+  auto lazy = Make(config_);
+  ASSERT_TRUE(lazy);
+  Labels labels = {{"containerd.io/snapshot.ref", "sha256:chain"},
+                   {"containerd.io/snapshot/ipfly.cid", gz_.blob_cid},
+                   {"containerd.io/snapshot/ipfly.index", gz_.index_cid}};
+  auto rl = lazy->Resolve(labels);
+  ASSERT_TRUE(rl.ok()) << rl.error().ToString();
+  EXPECT_EQ(rl->resolved_by, "ipfly-labels");
+  EXPECT_EQ(rl->digest, gz_.digest);
+  EXPECT_EQ(rl->size, gz_.size);
+  auto dir = lazy->Attach("7", *rl);
+  ASSERT_TRUE(dir.ok()) << dir.error().ToString();
+  EXPECT_EQ(*dir, tmp_ / "root/lazy/7");
+  EXPECT_EQ(Slurp(*dir + "/etc/hello.txt"), "hello lazy world\n");
+  EXPECT_EQ(fs::read_symlink(*dir + "/etc/link"), "hello.txt");
+  EXPECT_EQ(Slurp(*dir + "/data/big.bin"), Slurp(tree_ + "/data/big.bin"));
+  // Idempotent; the same layer under a second id shares one reader.
+  EXPECT_EQ(*lazy->Attach("7", *rl), *dir);
+  ASSERT_TRUE(lazy->Attach("8", *rl).ok());
+  EXPECT_EQ(Slurp(tmp_ / "root/lazy/8/etc/hello.txt"), "hello lazy world\n");
+  auto st = lazy->Layers();
+  ASSERT_EQ(st.size(), 2u);
+  EXPECT_GT(st[0].bytes_fetched, 0u);
+  EXPECT_EQ(st[0].blob_size, gz_.size);
+  EXPECT_NE(lazy->MetricsText().find("ipfly_lazy_fetch_latency_seconds_count"), std::string::npos);
+  // Works as an overlay lowerdir, as the snapshotter uses it.
+  std::string upper = tmp_ / "upper", work = tmp_ / "work", merged = tmp_ / "merged";
+  for (auto& d : {upper, work, merged}) fs::create_directories(d);
+  auto m = RunCmd({"mount", "-t", "overlay", "overlay", "-o",
+                   "lowerdir=" + *dir + ",upperdir=" + upper + ",workdir=" + work, merged});
+  ASSERT_EQ(m.exit_code, 0) << m.err;
+  EXPECT_EQ(Slurp(merged + "/etc/hello.txt"), "hello lazy world\n");
+  std::ofstream(merged + "/etc/new.txt") << "written";
+  EXPECT_TRUE(fs::exists(upper + "/etc/new.txt"));
+  RunCmd({"umount", merged});
+  // Detach: the directory disappears; the span cache goes with the last user.
+  ASSERT_TRUE(lazy->Detach("7").ok());
+  EXPECT_FALSE(fs::exists(*dir));
+  EXPECT_EQ(lazy->Detach("7").error().code(), Errc::kNotFound);
+  std::string spans = tmp_ / "root/layers/spans";
+  std::string hex = gz_.digest.substr(7);
+  EXPECT_TRUE(fs::exists(spans + "/" + hex + ".data"));
+  ASSERT_TRUE(lazy->Detach("8").ok());
+  EXPECT_FALSE(fs::exists(spans + "/" + hex + ".data"));
+  EXPECT_TRUE(lazy->Layers().empty());
+}
+
+TEST_F(FuseLazyLayersTest, RemoteUrlsWithoutIndexBuildsIt) {
+  auto lazy = Make(config_);
+  ASSERT_TRUE(lazy);
+  Labels labels = {
+      {"containerd.io/snapshot/remote/urls", "https://example.invalid/x,ipfs://" + gz_.blob_cid},
+      {"containerd.io/snapshot/remote/stargz.digest", gz_.digest}};
+  auto rl = lazy->Resolve(labels);
+  ASSERT_TRUE(rl.ok()) << rl.error().ToString();
+  EXPECT_EQ(rl->resolved_by, "remote-urls");
+  EXPECT_TRUE(fs::exists(tmp_ / ("root/layers/indexes/" + gz_.blob_cid + ".ix")));
+  auto dir = lazy->Attach("1", *rl);
+  ASSERT_TRUE(dir.ok());
+  EXPECT_EQ(Slurp(*dir + "/etc/hello.txt"), "hello lazy world\n");
+  // A digest label that disagrees with the blob is refused, never served.
+  Labels wrong = labels;
+  wrong["containerd.io/snapshot/remote/stargz.digest"] = "sha256:" + std::string(64, 'a');
+  auto bad = lazy->Resolve(wrong);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().code(), Errc::kCorrupt) << bad.error().ToString();
+}
+
+TEST_F(FuseLazyLayersTest, ResolverByDigest) {
+  httplib::Server srv;
+  std::atomic<int> hits{0};
+  srv.Get(R"(/ipfly/v1/layers/(.+))", [&](const httplib::Request& req, httplib::Response& res) {
+    hits++;
+    if (req.matches[1] == gz_.digest) {
+      res.set_content("{\"cid\":\"" + gz_.blob_cid + "\",\"index_cid\":\"" + gz_.index_cid +
+                          "\",\"size\":" + std::to_string(gz_.size) +
+                          ",\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\"}",
+                      "application/json");
+    } else if (req.matches[1] == "sha256:" + std::string(64, 'e')) {
+      res.status = 200;
+      res.set_content("{not json", "application/json");
+    } else {
+      res.status = 404;
+      res.set_content("{\"errors\":[{\"code\":\"BLOB_UNKNOWN\"}]}", "application/json");
+    }
+  });
+  int port = srv.bind_to_any_port("127.0.0.1");
+  std::thread t([&] { srv.listen_after_bind(); });
+  Config c = config_;
+  c.snapshotter.resolver = "http://127.0.0.1:" + std::to_string(port) + "/";
+  auto lazy = Make(c);
+  ASSERT_TRUE(lazy);
+  auto rl = lazy->Resolve({{"containerd.io/snapshot/cri.layer-digest", gz_.digest}});
+  ASSERT_TRUE(rl.ok()) << rl.error().ToString();
+  EXPECT_EQ(rl->resolved_by, "resolver");
+  EXPECT_EQ(rl->blob_cid, gz_.blob_cid);
+  EXPECT_EQ(rl->index_cid, gz_.index_cid);
+  auto unknown = lazy->Resolve(
+      {{"containerd.io/snapshot/cri.layer-digest", "sha256:" + std::string(64, 'b')}});
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.error().code(), Errc::kNotFound);
+  auto garbage = lazy->Resolve(
+      {{"containerd.io/snapshot/cri.layer-digest", "sha256:" + std::string(64, 'e')}});
+  ASSERT_FALSE(garbage.ok());
+  EXPECT_EQ(garbage.error().code(), Errc::kCorrupt);
+  EXPECT_FALSE(lazy->Resolve({{"containerd.io/snapshot/cri.layer-digest", "md5:zz"}}).ok());
+  EXPECT_GE(hits.load(), 3);
+  srv.stop();
+  t.join();
+  // Resolver down: a clear error (the service falls back).
+  auto down = lazy->Resolve({{"containerd.io/snapshot/cri.layer-digest", gz_.digest}});
+  EXPECT_FALSE(down.ok());
+}
+
+TEST_F(FuseLazyLayersTest, FallbackReasons) {
+  auto lazy = Make(config_);
+  ASSERT_TRUE(lazy);
+  auto none = lazy->Resolve({{"containerd.io/snapshot.ref", "x"}});
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.error().code(), Errc::kNotFound);
+  auto bad = lazy->Resolve({{"containerd.io/snapshot/ipfly.cid", "not-a-cid"}});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().code(), Errc::kInvalidArgument);
+  // Single-frame zstd has no access points: not lazy.
+  auto zst = MakeLayer(tmp_.path(), tree_, "zstd -q --single-thread -c", config_.store_dir);
+  auto ns = lazy->Resolve({{"containerd.io/snapshot/ipfly.cid", zst.blob_cid},
+                           {"containerd.io/snapshot/ipfly.index", zst.index_cid}});
+  ASSERT_FALSE(ns.ok());
+  EXPECT_EQ(ns.error().code(), Errc::kFailedPrecondition);
+  EXPECT_NE(ns.error().message().find("not seekable"), std::string::npos);
+  // Below min_lazy_size.
+  lazy.reset();
+  Config c = config_;
+  c.snapshotter.min_lazy_size = gz_.size + 1;
+  lazy = Make(c);
+  auto small = lazy->Resolve({{"containerd.io/snapshot/ipfly.cid", gz_.blob_cid},
+                              {"containerd.io/snapshot/ipfly.index", gz_.index_cid}});
+  ASSERT_FALSE(small.ok());
+  EXPECT_EQ(small.error().code(), Errc::kFailedPrecondition);
+  EXPECT_NE(small.error().message().find("too small"), std::string::npos);
+}
+
+TEST_F(FuseLazyLayersTest, RestartNeedsNoNetworkAndRemountHeals) {
+  RemoteLayer rl;
+  {
+    auto lazy = Make(config_);
+    ASSERT_TRUE(lazy);
+    auto r = lazy->Resolve({{"containerd.io/snapshot/ipfly.cid", gz_.blob_cid},
+                            {"containerd.io/snapshot/ipfly.index", gz_.index_cid}});
+    ASSERT_TRUE(r.ok());
+    rl = *r;
+    ASSERT_TRUE(lazy->Attach("3", rl).ok());
+    EXPECT_EQ(Slurp(tmp_ / "root/lazy/3/etc/hello.txt"), "hello lazy world\n");
+  }
+  // The restart must use the local index copy: the index CID given now names the blob, which
+  // would not decode as an index if it were fetched.
+  Config offline = config_;
+  offline.sources.clear();
+  auto lazy = Make(offline);
+  ASSERT_TRUE(lazy);
+  RemoteLayer other = rl;
+  other.index_cid = gz_.blob_cid;
+  auto dir = lazy->EnsureAttached("3", other);
+  ASSERT_TRUE(dir.ok()) << dir.error().ToString();
+  EXPECT_EQ(Slurp(*dir + "/etc/hello.txt"), "hello lazy world\n");
+  // Someone unmounts the FUSE filesystem under us: EnsureAttached remounts and re-attaches.
+  auto u = RunCmd({"umount", "-l", tmp_ / "root/lazy"});
+  ASSERT_EQ(u.exit_code, 0) << u.err;
+  bool healed = testing::WaitFor(
+      [&] {
+        auto d = lazy->EnsureAttached("3", rl);
+        return d.ok() && Slurp(*d + "/etc/hello.txt") == "hello lazy world\n";
+      },
+      std::chrono::seconds(10));
+  EXPECT_TRUE(healed);
+}
+
+}  // namespace
+}  // namespace ipfly::snapshotter
