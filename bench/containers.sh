@@ -60,9 +60,7 @@ run_lazy() {  # DIR HOSTPORT
   ctr-remote -a "$IPFLY_CTR_SOCK" -n b image rpull --plain-http --snapshotter ipfly "$hp/bench/python:1" >/dev/null
   first_output ctr -a "$IPFLY_CTR_SOCK" -n b run --rm --snapshotter ipfly "$hp/bench/python:1" l1
   [ "$LINE" = "python ready" ] || ipfly_die "lazy arm printed '$LINE'"
-  LAZY_FETCHED=$(curl -sf "http://127.0.0.1:$met/status" | python3 -c '
-import json,sys
-print(sum(l.get("bytes_fetched", 0) for l in json.load(sys.stdin).get("lazy_layers", [])))')
+  LAZY_FETCHED=$(ipfly_lazy_fetched "http://127.0.0.1:$met")
   FALLBACKS=$(curl -sf "http://127.0.0.1:$met/metrics" | awk '/^ipfly_snapshotter_fallbacks_total/ { s += $2 } END { print s + 0 }')
 }
 stop_all_but_registry() {
@@ -139,7 +137,7 @@ ipfly_start_snapshotter "$W/arm-rss" --resolver "http://$R" --source "gateway=ht
 ipfly_start_containerd "$W/arm-rss" "$W/arm-rss/snap.sock"
 ctr-remote -a "$IPFLY_CTR_SOCK" -n b image rpull --plain-http --snapshotter ipfly "$R/bench/fifty:1" >/dev/null
 ctr -a "$IPFLY_CTR_SOCK" -n b run --rm --snapshotter ipfly "$R/bench/fifty:1" f1 >/dev/null
-attached=$(curl -sf "http://127.0.0.1:$met/status" | python3 -c 'import json,sys; print(len(json.load(sys.stdin).get("lazy_layers", [])))')
+attached=$(curl -sf "http://127.0.0.1:$met/metrics" | awk '$1 == "ipfly_snapshotter_lazy_layers_attached" { print $2 }')
 rss=$(awk '/VmRSS/ { print $2 }' "/proc/$IPFLY_SNAP_PID/status")
 hwm=$(awk '/VmHWM/ { print $2 }' "/proc/$IPFLY_SNAP_PID/status")
 printf 'snapshotter RSS with %d lazy layers attached: %.1f MiB (peak %.1f MiB)  [<= 128 MiB]\n' \

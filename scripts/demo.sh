@@ -82,9 +82,7 @@ while IFS= read -r line; do
   echo "   container says: $line"
 done < <(ctr -a "$IPFLY_CTR_SOCK" -n demo run --rm --snapshotter ipfly "$R/sample/python:1" demo1)
 [ -n "$first" ] || { echo "the container printed nothing" >&2; exit 1; }
-fetched=$(curl -sf "http://127.0.0.1:$MET/status" | python3 -c '
-import json,sys
-print(sum(l.get("bytes_fetched", 0) for l in json.load(sys.stdin).get("lazy_layers", [])))')
+fetched=$(ipfly_lazy_fetched "http://127.0.0.1:$MET")
 echo "   lazy pull ${t_pull} s; time to first output ${first} s (pull start -> first line)"
 awk -v f="$fetched" -v s="$size" 'BEGIN { printf "   fetched %.1f MB of the %.1f MB image (%.1f %%)\n", f / 1e6, s / 1e6, 100 * f / s }'
 "$ROOT/build/cli/ipfly" status --snapshotter "http://127.0.0.1:$MET" | sed 's/^/   /'

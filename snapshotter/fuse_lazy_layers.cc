@@ -195,6 +195,11 @@ class FuseLazyLayers : public LazyLayers {
     rl.blob_cid = cid->ToString();
     // The index decides seekability; loading it now also caches it locally for restarts.
     auto index = IPFLY_TRY(LoadIndex(rl));
+    if (!rl.digest.empty() && index->layer_digest && index->layer_digest->ToString() != rl.digest) {
+      return Error(Errc::kCorrupt, "layer " + rl.blob_cid + " is " +
+                                       index->layer_digest->ToString() + ", but the labels say " +
+                                       rl.digest);
+    }
     if (rl.digest.empty() && index->layer_digest) rl.digest = index->layer_digest->ToString();
     if (rl.size == 0) rl.size = index->compressed_size;
     if (!index->seekable) {

@@ -31,14 +31,9 @@ ipfly_start_snapshotter "$W" "${SNAP_ARGS[@]}"
 ipfly_start_containerd "$W" "$W/snap.sock"
 CTR=(ctr -a "$IPFLY_CTR_SOCK" -n e2e)
 M="http://127.0.0.1:$MET"
-layer_blobs_in_content_store() {  # IMAGE_TAR: how many of its layer digests containerd stores
+layer_blobs_in_content_store() {  # IMAGE_TAR: how many of its layer blobs containerd holds
   local n=0 d
-  for d in $(tar -xOf "$1" ./index.json | python3 -c '
-import json,sys,subprocess
-idx=json.load(sys.stdin); m=idx["manifests"][0]["digest"].split(":")[1]
-print(m)' | xargs -I{} sh -c "tar -xOf '$1' ./blobs/sha256/{}" | python3 -c '
-import json,sys
-print(" ".join(l["digest"] for l in json.load(sys.stdin)["layers"]))'); do
+  for d in $(ipfly_image_layers "$1"); do
     "${CTR[@]}" content ls -q | grep -qx "$d" && n=$((n+1))
   done
   echo "$n"
@@ -71,10 +66,8 @@ out=$("${CTR[@]}" run --rm --snapshotter ipfly "$R/e2e/py:1" py1)
 echo "pull + run: $(ipfly_since "$t0") s"
 check '[ "$out" = "python ready" ]' "python container printed '$out'"
 check '[ "$(layer_blobs_in_content_store "$W/py.tar")" = 0 ]' "no python layer blob was downloaded by containerd"
-fetched=$(curl -sf "$M/status" | python3 -c '
-import json,sys
-s=json.load(sys.stdin)
-print(sum(l.get("bytes_fetched",0) for l in s.get("lazy_layers", [])))')
+# shellcheck disable=SC2046
+fetched=$(ipfly_lazy_fetched "$M" $(ipfly_image_layers "$W/py.tar"))
 echo "fetched $fetched of $size layer bytes"
 check '[ "$fetched" -gt 0 ] && [ "$fetched" -lt $((size / 10)) ]' "python run fetched < 10 % of the image ($fetched / $size)"
 
@@ -86,6 +79,14 @@ out=$(ctr -a "$IPFLY_CTR_SOCK" -n cri run --rm --snapshotter ipfly "$R/e2e/bb:1"
 check '[ "$out" = "hello from layer 2" ]' "CRI-pulled container printed '$out'"
 after=$(ipfly_metric "$M" ipfly_snapshotter_lazy_mounts_total)
 echo "lazy mounts: $before -> $after"
+
+step "IPFS-format image (descriptors with ipfs:// URLs and ipfly annotations)"
+curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$R/v2/ipfs/e2e/bb/manifests/1" > "$W/ipfs-manifest.json"
+check 'grep -q "ipfs://" "$W/ipfs-manifest.json" && grep -q "containerd.io/snapshot/ipfly.cid" "$W/ipfs-manifest.json"' "the ipfs/ view carries ipfs:// URLs and ipfly annotations"
+ctr-remote -a "$IPFLY_CTR_SOCK" -n ipfsfmt image rpull --plain-http --snapshotter ipfly "$R/ipfs/e2e/bb:1" >/dev/null
+out=$(ctr -a "$IPFLY_CTR_SOCK" -n ipfsfmt run --rm --snapshotter ipfly "$R/ipfs/e2e/bb:1" ipfs1)
+check '[ "$out" = "hello from layer 2" ]' "IPFS-format image container printed '$out'"
+check '[ "$(curl -sf "$M/status" | grep -c "\"resolved_by\": \"ipfly-labels\"")" -ge 1 ]' "IPFS-format layers were resolved from their ipfly labels"
 
 step "fallback: an image only docker-registry has"
 MARKER=fallback ipfly_make_busybox_image "$W/fb.tar" "127.0.0.1:$UP/e2e/fb:1" >/dev/null
@@ -108,6 +109,7 @@ check '[ "$out" = "python ready" ]' "after restart the python container printed 
 step "containerd GC: image rm --sync removes snapshots and releases span caches"
 for img in "$R/e2e/bb:1" "$R/e2e/py:1" "127.0.0.1:$UP/e2e/fb:1"; do "${CTR[@]}" image rm --sync "$img" >/dev/null; done
 ctr -a "$IPFLY_CTR_SOCK" -n cri image rm --sync "$R/e2e/bb:1" >/dev/null
+ctr -a "$IPFLY_CTR_SOCK" -n ipfsfmt image rm --sync "$R/ipfs/e2e/bb:1" >/dev/null
 left=$("${CTR[@]}" snapshots --snapshotter ipfly ls | tail -n +2 | wc -l)
 check '[ "$left" = 0 ]' "no snapshots left ($left)"
 spans=$(find "$W/snap/layers/spans" -type f | wc -l)

@@ -104,3 +104,32 @@ ipfly_e2e_cleanup() {
 ipfly_metric() {
   curl -sf "$1/metrics" | awk -v n="$2" '$1 == n { print $2; found=1 } END { if (!found) print 0 }'
 }
+
+# ipfly_lazy_fetched METRICS_URL [DIGEST...]: compressed bytes fetched by the snapshotter's lazy
+# layers (each layer counted once, however many snapshots share it), optionally only for the
+# given layer digests.
+ipfly_lazy_fetched() {
+  local url=$1; shift
+  curl -sf "$url/status" | python3 -c '
+import json, sys
+want = set(sys.argv[1:])
+seen = {}
+for s in json.load(sys.stdin).get("snapshots", []):
+    l = s.get("lazy")
+    if not l or (want and l.get("digest") not in want):
+        continue
+    seen[l["blob_cid"]] = max(seen.get(l["blob_cid"], 0), l.get("bytes_fetched", 0))
+print(sum(seen.values()))' "$@"
+}
+
+# ipfly_image_layers IMAGE_TAR: the layer digests of an OCI archive made by make_oci_image.py.
+ipfly_image_layers() {
+  python3 - "$1" <<'PY'
+import json, subprocess, sys
+t = sys.argv[1]
+idx = json.loads(subprocess.check_output(["tar", "-xOf", t, "./index.json"]))
+m = json.loads(subprocess.check_output(
+    ["tar", "-xOf", t, "./blobs/sha256/" + idx["manifests"][0]["digest"].split(":")[1]]))
+print(" ".join(l["digest"] for l in m["layers"]))
+PY
+}
