@@ -281,6 +281,19 @@ Result<std::optional<std::string>> Catalog::ResolveTag(const std::string& repo,
   return std::optional<std::string>(s.Text(0));
 }
 
+Result<std::optional<std::pair<std::string, int64_t>>> Catalog::ResolveTagWithTime(
+    const std::string& repo, const std::string& tag) {
+  using Out = std::optional<std::pair<std::string, int64_t>>;
+  std::lock_guard lock(mu_);
+  Stmt s(db_, "SELECT digest, updated FROM tags WHERE repo = ?1 AND tag = ?2");
+  if (!s.prepared()) return s.Err("resolve tag");
+  s.Bind(1, repo).Bind(2, tag);
+  int rc = s.Step();
+  if (rc == SQLITE_DONE) return Out();
+  if (rc != SQLITE_ROW) return s.Err("resolve tag");
+  return Out(std::make_pair(s.Text(0), s.Int(1)));
+}
+
 Status Catalog::PutManifest(
     const std::string& repo, const ManifestInfo& m, const std::string& tag,
     const std::vector<std::string>& blob_digests,

@@ -63,6 +63,9 @@ class Catalog {
   Result<std::optional<ManifestInfo>> GetManifest(const std::string& repo,
                                                   const std::string& digest);
   Result<std::optional<std::string>> ResolveTag(const std::string& repo, const std::string& tag);
+  // The tag's digest and when it was last set (unix seconds).
+  Result<std::optional<std::pair<std::string, int64_t>>> ResolveTagWithTime(const std::string& repo,
+                                                                            const std::string& tag);
   // Stores the manifest in `repo`, points `tag` at it (if non-empty), links `blob_digests` into the
   // repository and records `layer_media_types` (digest, media type) for blobs that have none yet.
   Status PutManifest(const std::string& repo, const ManifestInfo& m, const std::string& tag,

@@ -108,6 +108,8 @@ class SocketStream final : public httplib::Stream {
 
 }  // namespace
 
+bool HttpServer::RaiseBacklog(int backlog) { return ::listen(svr_sock_, backlog) == 0; }
+
 bool HttpServer::process_and_close_socket(socket_t sock) {
   int flags = ::fcntl(sock, F_GETFL, 0);
   ::fcntl(sock, F_SETFL, flags | O_NONBLOCK);

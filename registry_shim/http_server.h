@@ -24,6 +24,9 @@ class HttpServer : public httplib::Server {
   explicit HttpServer(Timeouts t) : timeouts_(t) {}
 
   uint64_t tls_hellos() const { return tls_hellos_.load(); }
+  // httplib listens with a backlog of 5, which overflows under bursts of clients (50 pulls at
+  // once); call after binding to raise it (Linux updates the backlog on a second listen()).
+  bool RaiseBacklog(int backlog);
 
  private:
   bool process_and_close_socket(socket_t sock) override;

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -29,6 +30,7 @@
 #include "registry_shim/catalog.h"
 #include "registry_shim/http_server.h"
 #include "registry_shim/ingest.h"
+#include "registry_shim/upstream.h"
 #include "registry_shim/validate.h"
 
 namespace ipfly::registry {
@@ -160,6 +162,7 @@ struct RegistryServer::Impl {
   std::unique_ptr<fetch::UnixfsReader> ufs_reader;
   fetch::BlockStore* store = nullptr;
   std::unique_ptr<HttpServer> http;
+  std::unique_ptr<UpstreamClient> upstream;  // null unless mirroring
 
   std::mutex uploads_mu;
   std::unordered_map<std::string, std::shared_ptr<Upload>> uploads;
@@ -168,7 +171,8 @@ struct RegistryServer::Impl {
   std::mutex metrics_mu;
   std::map<std::pair<std::string, int>, uint64_t> requests;  // (method, status) -> count
   std::atomic<uint64_t> blob_bytes_out{0}, blob_bytes_in{0}, blobs_ingested{0},
-      digest_mismatches{0}, gateway_blocks{0}, manifests_pushed{0};
+      digest_mismatches{0}, gateway_blocks{0}, manifests_pushed{0}, upstream_hits{0},
+      upstream_misses{0}, upstream_errors{0}, upstream_bytes{0};
 
   // ---- helpers -------------------------------------------------------------------------------
 
@@ -277,13 +281,16 @@ struct RegistryServer::Impl {
         return ListCatalog(req, res);
       case V2Path::kTags:
         if (m != "GET" && m != "HEAD") return MethodNotAllowed(res, reader);
+        if (upstream && MirrorTags(req, res, p.name)) return;
         return ListTags(req, res, p.name);
       case V2Path::kManifest:
+        if ((m == "GET" || m == "HEAD") && upstream) return MirrorManifest(req, res, p.name, p.ref);
         if (m == "GET" || m == "HEAD") return GetManifest(req, res, p.name, p.ref);
         if (m == "PUT") return PutManifest(req, res, reader, p.name, p.ref);
         if (m == "DELETE") return DeleteManifest(res, reader, p.name, p.ref);
         return MethodNotAllowed(res, reader);
       case V2Path::kBlob:
+        if ((m == "GET" || m == "HEAD") && upstream) return MirrorBlob(req, res, p.name, p.ref);
         if (m == "GET" || m == "HEAD") return GetBlob(req, res, p.name, p.ref);
         if (m == "DELETE") return DeleteBlob(res, reader, p.name, p.ref);
         return MethodNotAllowed(res, reader);
@@ -634,6 +641,241 @@ struct RegistryServer::Impl {
     if (!filter.empty()) res.set_header("OCI-Filters-Applied", "artifactType");
     json index = {{"schemaVersion", 2}, {"mediaType", kOciIndex}, {"manifests", manifests}};
     res.set_content(index.dump(), kOciIndex);
+  }
+
+  // ---- pull-through mirror ------------------------------------------------------------------
+
+  static std::string UpstreamAccept() {
+    return std::string(kOciManifest) + ", " + kOciIndex + ", " + kDockerManifest + ", " +
+           kDockerList;
+  }
+
+  void UpstreamFailed(Response& res, const std::string& what, const Error& e) {
+    upstream_errors.fetch_add(1);
+    IPFLY_LOG_WARN("mirror: {}: {}", what, e.ToString());
+    SendError(res, 503, "UNAVAILABLE", "upstream registry unavailable: " + e.message(), what);
+  }
+
+  void MirrorManifest(const Request& req, Response& res, const std::string& name,
+                      const std::string& ref) {
+    const bool is_digest = LooksLikeDigest(ref);
+    if ((is_digest && !ValidSha256Digest(ref)) || (!is_digest && !ValidTag(ref))) {
+      return GetManifest(req, res, name, ref);  // writes the validation error
+    }
+    bool have_local = false;
+    if (is_digest) {
+      auto local = catalog->GetManifest(name, ref);
+      if (!local.ok()) return InternalError(res, local.error());
+      if (*local) {
+        upstream_hits.fetch_add(1);
+        return GetManifest(req, res, name, ref);
+      }
+    } else {
+      auto t = catalog->ResolveTagWithTime(name, ref);
+      if (!t.ok()) return InternalError(res, t.error());
+      if (*t) {
+        have_local = true;
+        int64_t age = static_cast<int64_t>(std::time(nullptr)) - (*t)->second;
+        if (age >= 0 && age < static_cast<int64_t>(config().registry.tag_ttl_s)) {
+          upstream_hits.fetch_add(1);
+          return GetManifest(req, res, name, ref);
+        }
+      }
+    }
+    upstream_misses.fetch_add(1);
+    const std::string uname = upstream->UpstreamName(name);
+    auto up = upstream->Fetch("GET", uname, "/v2/" + uname + "/manifests/" + ref,
+                              {{"Accept", UpstreamAccept()}}, kMaxManifestBytes);
+    if (!up.ok() || up->status >= 500 || up->status == 429) {
+      if (have_local) {  // stale but usable: the upstream is down
+        IPFLY_LOG_WARN("mirror: serving {}:{} from the catalog, upstream failed", name, ref);
+        return GetManifest(req, res, name, ref);
+      }
+      if (!up.ok()) return UpstreamFailed(res, name + ":" + ref, up.error());
+      return UpstreamFailed(res, name + ":" + ref,
+                            Unavailable("upstream answered " + std::to_string(up->status)));
+    }
+    if (up->status == 404) {
+      return SendError(res, 404, "MANIFEST_UNKNOWN", "manifest unknown upstream", ref);
+    }
+    if (up->status != 200) {
+      if (have_local) return GetManifest(req, res, name, ref);
+      return UpstreamFailed(res, name + ":" + ref,
+                            Unavailable("upstream answered " + std::to_string(up->status)));
+    }
+    std::string digest = Digest::FromSha256(Sha256Of(AsBytes(up->body))).ToString();
+    std::string claimed = up->Header("Docker-Content-Digest");
+    if ((is_digest && digest != ref) || (!claimed.empty() && claimed != digest)) {
+      return UpstreamFailed(res, name + ":" + ref,
+                            Corrupt("upstream manifest hashes to " + digest));
+    }
+    ManifestInfo info;
+    info.digest = digest;
+    info.media_type = BaseMediaType(up->Header("Content-Type"));
+    json doc = json::parse(up->body, nullptr, false);
+    if (!IsKnownManifestType(info.media_type) && !doc.is_discarded() && doc.is_object()) {
+      info.media_type = doc.value("mediaType", "");
+    }
+    if (!IsKnownManifestType(info.media_type)) {
+      return SendError(res, 400, "MANIFEST_INVALID",
+                       "upstream manifest type not supported: " + info.media_type);
+    }
+    if (!doc.is_discarded() && doc.is_object() && doc.contains("subject") &&
+        doc["subject"].is_object()) {
+      info.subject = doc["subject"].value("digest", "");
+    }
+    auto cid = IngestBytes(AsBytes(up->body), profile, store);
+    if (!cid.ok()) return InternalError(res, cid.error());
+    info.cid = *cid;
+    info.content = std::move(up->body);
+    if (Status s = catalog->PutManifest(name, info, is_digest ? "" : ref, {}, {}); !s.ok()) {
+      return InternalError(res, s.error());
+    }
+    GetManifest(req, res, name, ref);
+  }
+
+  // Returns true if the upstream answered the tag list (and the response was written).
+  bool MirrorTags(const Request& req, Response& res, const std::string& name) {
+    const std::string uname = upstream->UpstreamName(name);
+    std::string path = "/v2/" + uname + "/tags/list";
+    std::string q;
+    if (req.has_param("n")) q += "n=" + Param(req, "n");
+    if (req.has_param("last"))
+      q += std::string(q.empty() ? "" : "&") + "last=" + Param(req, "last");
+    if (!q.empty()) path += "?" + q;
+    auto up = upstream->Fetch("GET", uname, path, {}, 16 << 20);
+    if (!up.ok() || up->status != 200) return false;
+    json j = json::parse(up->body, nullptr, false);
+    if (j.is_discarded()) return false;
+    j["name"] = name;
+    res.set_content(j.dump(), "application/json");
+    return true;
+  }
+
+  // Fetches a blob upstream into a spool (hashing), forwarding all but the last piece to
+  // `forward` as it arrives; after the digest and size checks the last piece is forwarded, then
+  // the spool is imported into IPFS and the blob recorded. A mismatch never forwards the end.
+  Status FetchUpstreamBlob(const std::string& name, const std::string& digest,
+                           uint64_t expected_size,
+                           const std::function<bool(const char*, size_t)>& forward) {
+    const std::string path = uploads_dir + "/mirror-" + NewUuid();
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) return ErrnoError("create " + path, errno);
+    struct Cleanup {
+      int fd;
+      std::string path;
+      ~Cleanup() {
+        if (fd >= 0) ::close(fd);
+        ::unlink(path.c_str());
+      }
+    } cleanup{fd, path};
+    Sha256 hasher;
+    std::string held;
+    uint64_t total = 0;
+    bool write_failed = false, forward_failed = false;
+    const std::string uname = upstream->UpstreamName(name);
+    auto up = upstream->Stream(
+        uname, "/v2/" + uname + "/blobs/" + digest, {}, [&](const char* data, size_t len) {
+          size_t off = 0;
+          while (off < len) {
+            ssize_t n = ::write(fd, data + off, len - off);
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0) {
+              write_failed = true;
+              return false;
+            }
+            off += static_cast<size_t>(n);
+          }
+          hasher.Update(ByteView(reinterpret_cast<const uint8_t*>(data), len));
+          total += len;
+          upstream_bytes.fetch_add(len);
+          if (forward) {
+            if (!held.empty() && !forward(held.data(), held.size())) {
+              forward_failed = true;
+              return false;
+            }
+            held.assign(data, len);
+          }
+          return true;
+        });
+    if (write_failed) return ErrnoError("write " + path, errno);
+    if (forward_failed) return Error(Errc::kCancelled, "client went away");
+    if (!up.ok()) return std::move(up).error();
+    if (up->status == 404) return NotFound("blob " + digest + " unknown upstream");
+    if (up->status != 200) {
+      return Unavailable("upstream answered " + std::to_string(up->status) + " for " + digest);
+    }
+    std::string got = Digest::FromSha256(hasher.Final()).ToString();
+    if (got != digest || (expected_size != UINT64_MAX && total != expected_size)) {
+      digest_mismatches.fetch_add(1);
+      return Corrupt("upstream blob " + digest + " hashes to " + got + " (" +
+                     std::to_string(total) + " bytes)");
+    }
+    // Import before the client gets the last bytes: once a pull has completed, the blob is
+    // served from IPFS (a second pull works with the upstream gone).
+    if (::fsync(fd) != 0) return ErrnoError("fsync " + path, errno);
+    auto ing = IPFLY_TRY(IngestFile(path, profile, store));
+    if (ing.digest != digest) return Corrupt("mirror spool changed while importing");
+    BlobInfo b;
+    b.digest = digest;
+    b.cid = ing.cid;
+    b.size = ing.size;
+    b.index_cid = ing.index_cid;
+    IPFLY_RETURN_IF_ERROR(catalog->PutBlob(b, name));
+    blobs_ingested.fetch_add(1);
+    if (forward && !held.empty() && !forward(held.data(), held.size())) {
+      return Error(Errc::kCancelled, "client went away at the end (blob cached)");
+    }
+    return OkStatus();
+  }
+
+  void MirrorBlob(const Request& req, Response& res, const std::string& name,
+                  const std::string& digest) {
+    if (!ValidSha256Digest(digest)) return GetBlob(req, res, name, digest);
+    auto blob = catalog->GetBlob(digest);
+    if (!blob.ok()) return InternalError(res, blob.error());
+    if (*blob) {
+      upstream_hits.fetch_add(1);
+      if (Status s = catalog->LinkBlob(name, digest); !s.ok()) return InternalError(res, s.error());
+      return GetBlob(req, res, name, digest);
+    }
+    upstream_misses.fetch_add(1);
+    const std::string uname = upstream->UpstreamName(name);
+    auto head = upstream->Fetch("HEAD", uname, "/v2/" + uname + "/blobs/" + digest, {}, 0);
+    if (!head.ok()) return UpstreamFailed(res, digest, head.error());
+    if (head->status == 404) return SendError(res, 404, "BLOB_UNKNOWN", "blob unknown", digest);
+    if (head->status != 200) {
+      return UpstreamFailed(res, digest,
+                            Unavailable("upstream answered " + std::to_string(head->status)));
+    }
+    uint64_t size = UINT64_MAX;
+    try {
+      size = std::stoull(head->Header("Content-Length"));
+    } catch (...) {
+    }
+    if (req.method == "HEAD" || !req.ranges.empty() || size == UINT64_MAX) {
+      // Fetch whole into IPFS first, then answer from there.
+      Status st = FetchUpstreamBlob(name, digest, size, nullptr);
+      if (!st.ok()) return UpstreamFailed(res, digest, st.error());
+      return GetBlob(req, res, name, digest);
+    }
+    res.set_header("Docker-Content-Digest", digest);
+    res.set_header("Accept-Ranges", "bytes");
+    res.set_content_provider(
+        size, "application/octet-stream",
+        [this, name, digest, size](size_t offset, size_t length, httplib::DataSink& sink) {
+          if (offset != 0 || length != size) return false;  // ranges take the path above
+          Status st = FetchUpstreamBlob(name, digest, size, [&](const char* d, size_t n) {
+            if (!sink.write(d, n)) return false;
+            blob_bytes_out.fetch_add(n);
+            return true;
+          });
+          if (!st.ok()) {
+            upstream_errors.fetch_add(1);
+            IPFLY_LOG_WARN("mirror: blob {}: {}", digest, st.error().ToString());
+          }
+          return st.ok();
+        });
   }
 
   // ---- IPFS-format view: /v2/ipfs/<repo>/... ---------------------------------------------------
@@ -1302,6 +1544,10 @@ struct RegistryServer::Impl {
     counter("ipfly_registry_manifests_pushed_total", manifests_pushed.load());
     counter("ipfly_registry_digest_mismatches_total", digest_mismatches.load());
     counter("ipfly_registry_gateway_blocks_total", gateway_blocks.load());
+    counter("ipfly_registry_upstream_hits_total", upstream_hits.load());
+    counter("ipfly_registry_upstream_misses_total", upstream_misses.load());
+    counter("ipfly_registry_upstream_errors_total", upstream_errors.load());
+    counter("ipfly_registry_upstream_bytes_total", upstream_bytes.load());
     counter("ipfly_registry_tls_hellos_total", http ? http->tls_hellos() : 0);
     out += fetcher->MetricsText();
     return out;
@@ -1345,6 +1591,11 @@ Result<std::unique_ptr<RegistryServer>> RegistryServer::Create(ServerOptions opt
   impl->fetcher = IPFLY_TRY(fetch::MakeFetcher(config));
   impl->store = impl->fetcher->store();
   if (!impl->store) return InvalidArgument("the registry needs an embedded block store");
+  if (!config.registry.upstream.empty()) {
+    impl->upstream = std::make_unique<UpstreamClient>(config.registry.upstream,
+                                                      config.registry.upstream_username,
+                                                      config.registry.upstream_password);
+  }
   impl->ufs_reader = std::make_unique<fetch::UnixfsReader>(
       impl->fetcher.get(), fetch::UnixfsReaderOptions::FromConfig(config.fetch));
 
@@ -1375,11 +1626,13 @@ Result<int> RegistryServer::Bind(const std::string& host, int port) {
   if (port == 0) {
     int p = impl_->http->bind_to_any_port(host);
     if (p <= 0) return Unavailable("cannot bind " + host + ":0");
+    impl_->http->RaiseBacklog(1024);
     return p;
   }
   if (!impl_->http->bind_to_port(host, port)) {
     return Unavailable("cannot bind " + host + ":" + std::to_string(port));
   }
+  impl_->http->RaiseBacklog(1024);
   return port;
 }
 
