@@ -22,6 +22,8 @@
 #include <optional>
 #include <utility>
 
+#include "core/base/log.h"
+
 namespace ipfly::layer {
 namespace {
 
@@ -293,6 +295,22 @@ struct StreamIndexer::Impl {
   uint64_t member_offset = 0;
   uint8_t trailer[8] = {};
   size_t trailer_have = 0;
+  // Sparse windows: checkpoints whose first 32 KiB of output are still being collected.
+  struct PendingWindow {
+    size_t point = 0;   // index into `points`
+    int first_bit = 0;  // bit of in[0] where the deflate data starts
+    Bytes in;           // compressed bytes from the checkpoint on
+    Bytes out;          // uncompressed bytes after it (up to kWindowSize)
+  };
+  std::vector<PendingWindow> pending_windows;
+  uint8_t last_in_byte = 0;  // the last compressed byte inflate consumed
+  std::unique_ptr<ZInflate> verify_z;
+  void FeedPendingWindows(ByteView consumed, ByteView produced);
+  void FinishWindow(PendingWindow& pw);
+  void FinishAllWindows() {
+    for (auto& pw : pending_windows) FinishWindow(pw);
+    pending_windows.clear();
+  }
 
   // zstd state
   enum class Zs : uint8_t { kMagic, kSkipSize, kSkip, kFrame };
@@ -337,9 +355,14 @@ Status StreamIndexer::Impl::InflateSome(ByteView* in) {
     s->avail_out = static_cast<uInt>(out_n);
     // Z_BLOCK returns at every deflate block boundary, where data_type tells whether a
     // checkpoint can go there and how many bits of the last byte are still unused.
+    const uint8_t* in_ptr = in->data();
     const int r = inflate(s, Z_BLOCK);
     const size_t consumed = in_n - s->avail_in;
     const size_t produced = out_n - s->avail_out;
+    if (!pending_windows.empty()) {
+      FeedPendingWindows(ByteView(in_ptr, consumed), ByteView(buf.data() + buf_pos, produced));
+    }
+    if (consumed > 0) last_in_byte = in_ptr[consumed - 1];
     in_total += consumed;
     *in = in->subspan(consumed);
     if (produced > 0) {
@@ -350,6 +373,7 @@ Status StreamIndexer::Impl::InflateSome(ByteView* in) {
       IPFLY_RETURN_IF_ERROR(Emit(p, produced));
     }
     if (r == Z_STREAM_END) {
+      FinishAllWindows();  // the member ended: nothing after it can reference these windows
       gz = Gz::kTrailer;
       trailer_have = 0;
       return OkStatus();
@@ -365,6 +389,16 @@ Status StreamIndexer::Impl::InflateSome(ByteView* in) {
       const size_t w = static_cast<size_t>(std::min<uint64_t>(kWindowSize, member_out));
       p.window.assign(buf.data() + buf_pos - w, buf.data() + buf_pos);
       points.push_back(std::move(p));
+      if (options.sparse_windows && w > 0) {
+        PendingWindow pw;
+        pw.point = points.size() - 1;
+        const int unused = s->data_type & 7;
+        if (unused != 0) {
+          pw.first_bit = 8 - unused;
+          pw.in.push_back(last_in_byte);
+        }
+        pending_windows.push_back(std::move(pw));
+      }
     }
     if (consumed == 0 && produced == 0 && ++stalls > 2) {
       return Internal("gzip: inflate made no progress" + At(in_total));
@@ -372,6 +406,66 @@ Status StreamIndexer::Impl::InflateSome(ByteView* in) {
     if (consumed || produced) stalls = 0;
   }
   return OkStatus();
+}
+
+void StreamIndexer::Impl::FeedPendingWindows(ByteView consumed, ByteView produced) {
+  for (size_t i = 0; i < pending_windows.size();) {
+    PendingWindow& pw = pending_windows[i];
+    pw.in.insert(pw.in.end(), consumed.begin(), consumed.end());
+    const size_t take = std::min(produced.size(), kWindowSize - pw.out.size());
+    pw.out.insert(pw.out.end(), produced.begin(), produced.begin() + take);
+    if (pw.out.size() < kWindowSize) {
+      ++i;
+      continue;
+    }
+    FinishWindow(pw);
+    pending_windows.erase(pending_windows.begin() + static_cast<ptrdiff_t>(i));
+  }
+}
+
+// Replaces the point's dense window by a sparse one if, and only if, zlib decompresses the
+// collected stretch with the sparse window to exactly the bytes the indexer saw. Any doubt
+// (a trace error, a mismatch) keeps the dense window: a bigger index, never a wrong byte.
+void StreamIndexer::Impl::FinishWindow(PendingWindow& pw) {
+  AccessPoint& point = points[pw.point];
+  std::vector<uint8_t> used;
+  auto traced = TraceWindowUse(pw.in, pw.first_bit, point.window, pw.out.size(), &used);
+  if (!traced.ok() || *traced != pw.out) {
+    IPFLY_LOG_DEBUG("gzip index: checkpoint at {} keeps its dense window ({})",
+                    point.uncompressed_offset,
+                    traced.ok() ? std::string("trace differs") : traced.error().ToString());
+    return;
+  }
+  AccessPoint sparse = point;
+  MakeSparseWindow(&sparse, used);
+  if (!verify_z) verify_z = std::make_unique<ZInflate>();
+  z_stream* s = verify_z->get();
+  bool ok = verify_z->ok() && inflateReset(s) == Z_OK;
+  ByteView in(pw.in);
+  if (ok && pw.first_bit != 0) {
+    ok = inflatePrime(s, 8 - pw.first_bit, in[0] >> pw.first_bit) == Z_OK;
+    in = in.subspan(1);
+  }
+  Bytes scratch;
+  const ByteView hist = sparse.History(&scratch);
+  if (ok && !hist.empty()) {
+    ok = inflateSetDictionary(s, hist.data(), static_cast<uInt>(hist.size())) == Z_OK;
+  }
+  if (ok && !pw.out.empty()) {
+    Bytes got(pw.out.size());
+    s->next_in = const_cast<Bytef*>(in.data());
+    s->avail_in = static_cast<uInt>(in.size());
+    s->next_out = got.data();
+    s->avail_out = static_cast<uInt>(got.size());
+    const int r = inflate(s, Z_SYNC_FLUSH);
+    ok = (r == Z_OK || r == Z_STREAM_END || r == Z_BUF_ERROR) && s->avail_out == 0 && got == pw.out;
+  }
+  if (!ok) {
+    IPFLY_LOG_WARN("gzip index: sparse window at {} failed its zlib check; kept dense",
+                   point.uncompressed_offset);
+    return;
+  }
+  point = std::move(sparse);
 }
 
 Status StreamIndexer::Impl::CheckTrailer() {
@@ -587,6 +681,7 @@ Status StreamIndexer::Impl::Finish() {
     failed = s.error();
     return s;
   }
+  FinishAllWindows();
   if (points.empty()) points.push_back(AccessPoint{});  // zstd with no data frame
   finished = true;
   return OkStatus();
@@ -772,6 +867,7 @@ class IsalEngine {
 struct RangeContext {
   Bytes in_buf;
   Bytes skip_buf;
+  Bytes history;  // a sparse window, expanded
   std::unique_ptr<ZlibEngine> zlib;
   std::unique_ptr<IsalEngine> isal;
   DctxPtr dctx;
@@ -779,7 +875,7 @@ struct RangeContext {
 };
 
 template <typename Engine>
-Status GzipRange(Engine& eng, Bytes& skip, const AccessPoint& point, uint64_t start,
+Status GzipRange(Engine& eng, Bytes& skip, Bytes& history, const AccessPoint& point, uint64_t start,
                  MutableByteView out, BlobReader& rd) {
   const uint64_t end = start + out.size();
   uint64_t pos = point.uncompressed_offset;
@@ -796,7 +892,7 @@ Status GzipRange(Engine& eng, Bytes& skip, const AccessPoint& point, uint64_t st
     }
     st = St::kHeader;
   } else {
-    if (point.window.size() > kWindowSize) {
+    if (point.history_size() > kWindowSize) {
       return InvalidArgument("gzip: access point window larger than 32 KiB");
     }
     const int skip_bits = static_cast<int>(point.compressed_bit_offset % 8);
@@ -809,7 +905,7 @@ Status GzipRange(Engine& eng, Bytes& skip, const AccessPoint& point, uint64_t st
       prime_value = b[0] >> skip_bits;
       rd.Consume(1);
     }
-    IPFLY_RETURN_IF_ERROR(eng.Begin(prime_bits, prime_value, point.window));
+    IPFLY_RETURN_IF_ERROR(eng.Begin(prime_bits, prime_value, point.History(&history)));
   }
   int stalls = 0;
   while (pos < end) {
@@ -941,7 +1037,7 @@ Status RangeWith(RangeContext& ctx, Compression c, const AccessPoint& point, uin
   if (c != Compression::kGzip) return InvalidArgument("unknown compression");
   if (GetInflateEngine() == InflateEngine::kIsal) {
     if (!ctx.isal) ctx.isal = std::make_unique<IsalEngine>();
-    Status s = GzipRange(*ctx.isal, ctx.skip_buf, point, start, out, rd);
+    Status s = GzipRange(*ctx.isal, ctx.skip_buf, ctx.history, point, start, out, rd);
     // zlib did the indexing, so it is the reference for what is valid deflate: should ISA-L ever
     // be stricter about some corner (e.g. incomplete Huffman codes), zlib gets the final say.
     // Framing errors (header, trailer) are not retried. Costs nothing on the normal path.
@@ -953,7 +1049,7 @@ Status RangeWith(RangeContext& ctx, Compression c, const AccessPoint& point, uin
     return Internal("gzip: inflateInit2 failed");
   }
   BlobReader zrd(read, point.compressed_bit_offset / 8, hint, &ctx.in_buf, chunk);
-  return GzipRange(*ctx.zlib, ctx.skip_buf, point, start, out, zrd);
+  return GzipRange(*ctx.zlib, ctx.skip_buf, ctx.history, point, start, out, zrd);
 }
 
 }  // namespace

@@ -45,20 +45,56 @@ std::string_view CompressionName(Compression c);
 // = zstd, otherwise none (plain tar).
 Compression DetectCompression(ByteView head);
 
+// A stretch of a sparse window that is stored: bytes [offset, offset + length) of the window.
+struct WindowRun {
+  uint32_t offset = 0;
+  uint32_t length = 0;
+  bool operator==(const WindowRun&) const = default;
+};
+
 struct AccessPoint {
   uint64_t compressed_bit_offset = 0;  // gzip: bit position in the blob; zstd: 8 × frame offset
   uint64_t uncompressed_offset = 0;
-  // gzip: up to 32 KiB of uncompressed data preceding the point (empty at a member start);
-  // zstd/none: empty.
+  // gzip: the (up to) 32 KiB of uncompressed data preceding the point, the history that the
+  // deflate data after the point may copy from (empty at a member start); zstd/none: empty.
+  // Dense (window_size == 0): `window` holds the whole history.
+  // Sparse (window_size > 0): the history is window_size bytes long, but only the bytes that the
+  // deflate data after the point actually references are kept: `window` holds the bytes of
+  // `window_runs` (sorted, disjoint, non-adjacent) concatenated, and every other byte of the
+  // history reads as zero. Decompression from the point gives identical bytes either way.
   Bytes window;
   // gzip: true when the point is the start of a gzip member (header follows), false when it is a
   // deflate block boundary inside a member.
   bool member_start = false;
+  uint32_t window_size = 0;
+  std::vector<WindowRun> window_runs;
+
+  bool sparse() const { return window_size != 0; }
+  // Length of the history the point restores (dense: window.size()).
+  size_t history_size() const { return sparse() ? window_size : window.size(); }
+  // The history as the decoder needs it (sparse: expanded into `scratch`, zeros elsewhere).
+  ByteView History(Bytes* scratch) const;
 };
 
 struct IndexerOptions {
   uint64_t span = 4ull << 20;  // minimum uncompressed distance between gzip checkpoints
+  // gzip: keep only the window bytes that the data after each checkpoint references (found by
+  // decoding its first 32 KiB while indexing, then checked by decompressing that stretch with the
+  // sparse window through zlib; a window that fails the check stays dense).
+  bool sparse_windows = true;
 };
+
+// Decodes raw deflate from bit `first_bit` (0..7) of `in`, with `window` as the history before
+// it, until `limit` bytes are produced or the final block ends, and sets used[i] = 1 for every
+// byte window[i] that a back-reference copies (used.size() == window.size()). Returns the bytes
+// produced. kCorrupt on invalid deflate data, a reference beyond the window, or input that ends
+// first. Used while indexing; exposed for tests.
+Result<Bytes> TraceWindowUse(ByteView in, int first_bit, ByteView window, size_t limit,
+                             std::vector<uint8_t>* used);
+
+// Turns a dense point's window into a sparse one given the bytes the data after it references;
+// runs closer than a few bytes are merged (storing a few real bytes is cheaper than a run).
+void MakeSparseWindow(AccessPoint* point, const std::vector<uint8_t>& used);
 
 // Streams a blob through decompression and records access points.
 class StreamIndexer {

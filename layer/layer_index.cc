@@ -13,10 +13,15 @@ namespace {
 constexpr char kMagic[8] = {'I', 'P', 'F', 'L', 'Y', 'I', 'X', '1'};
 // Guards against absurd allocations when decoding a corrupt (but checksum-valid) index.
 constexpr uint64_t kMaxDecodedIndex = 1ull << 30;
+constexpr uint32_t kMaxWindow = 32768;
+// Window encodings (format version 2).
+constexpr uint8_t kWindowDense = 0;
+constexpr uint8_t kWindowSparse = 1;
 
 class Writer {
  public:
   void U8(uint8_t v) { out_.push_back(v); }
+  void U16(uint16_t v) { Raw(&v, 2); }
   void U32(uint32_t v) { Raw(&v, 4); }
   void U64(uint64_t v) { Raw(&v, 8); }
   void I64(int64_t v) { Raw(&v, 8); }
@@ -123,7 +128,21 @@ Bytes LayerIndex::Encode() const {
     w.U64(p.compressed_bit_offset);
     w.U64(p.uncompressed_offset);
     w.U8(p.member_start ? 1 : 0);
-    w.Blob(p.window);
+    if (!p.sparse()) {
+      w.U8(kWindowDense);
+      w.Blob(p.window);
+    } else {
+      w.U8(kWindowSparse);
+      w.U32(p.window_size);
+      w.U32(static_cast<uint32_t>(p.window_runs.size()));
+      uint32_t end = 0;
+      for (const auto& r : p.window_runs) {
+        w.U16(static_cast<uint16_t>(r.offset - end));
+        w.U16(static_cast<uint16_t>(r.length - 1));
+        end = r.offset + r.length;
+      }
+      w.Blob(p.window);
+    }
     const auto& h = i < span_hashes.size() ? span_hashes[i] : Sha256Hash{};
     w.Raw(h.data(), h.size());
   }
@@ -208,7 +227,7 @@ Result<LayerIndex> LayerIndex::Decode(ByteView bytes) {
   idx.span = IPFLY_TRY(r.Fixed<uint64_t>());
   idx.frames = IPFLY_TRY(r.Fixed<uint64_t>());
   idx.seekable = IPFLY_TRY(r.U8()) != 0;
-  uint32_t np = IPFLY_TRY(r.Count(8 + 8 + 1 + 4 + 32));
+  uint32_t np = IPFLY_TRY(r.Count(8 + 8 + 1 + (version >= 2 ? 1 : 0) + 4 + 32));
   idx.points.reserve(np);
   idx.span_hashes.reserve(np);
   for (uint32_t i = 0; i < np; ++i) {
@@ -216,8 +235,41 @@ Result<LayerIndex> LayerIndex::Decode(ByteView bytes) {
     p.compressed_bit_offset = IPFLY_TRY(r.Fixed<uint64_t>());
     p.uncompressed_offset = IPFLY_TRY(r.Fixed<uint64_t>());
     p.member_start = IPFLY_TRY(r.U8()) != 0;
-    p.window = IPFLY_TRY(r.Blob());
-    if (p.window.size() > 32768) return Corrupt("layer index: window over 32 KiB");
+    const uint8_t kind = version >= 2 ? IPFLY_TRY(r.U8()) : kWindowDense;
+    if (kind == kWindowDense) {
+      p.window = IPFLY_TRY(r.Blob());
+      if (p.window.size() > kMaxWindow) return Corrupt("layer index: window over 32 KiB");
+    } else if (kind == kWindowSparse) {
+      p.window_size = IPFLY_TRY(r.Fixed<uint32_t>());
+      if (p.window_size == 0 || p.window_size > kMaxWindow) {
+        return Corrupt("layer index: sparse window size " + std::to_string(p.window_size) +
+                       " out of range");
+      }
+      if (p.member_start) return Corrupt("layer index: a member start with a window");
+      const uint32_t nr = IPFLY_TRY(r.Count(4));
+      if (nr > p.window_size) return Corrupt("layer index: too many window runs");
+      p.window_runs.reserve(nr);
+      uint64_t end = 0, total = 0;
+      for (uint32_t k = 0; k < nr; ++k) {
+        const uint16_t gap = IPFLY_TRY(r.Fixed<uint16_t>());
+        const uint16_t len_m1 = IPFLY_TRY(r.Fixed<uint16_t>());
+        const uint64_t len = uint64_t{len_m1} + 1;
+        // Runs are sorted, disjoint and never adjacent (adjacent runs would be one run).
+        if (k > 0 && gap == 0) return Corrupt("layer index: adjacent window runs");
+        const uint64_t off = end + gap;
+        if (off + len > p.window_size) return Corrupt("layer index: window run out of range");
+        p.window_runs.push_back({static_cast<uint32_t>(off), static_cast<uint32_t>(len)});
+        end = off + len;
+        total += len;
+      }
+      p.window = IPFLY_TRY(r.Blob());
+      if (p.window.size() != total) {
+        return Corrupt("layer index: sparse window holds " + std::to_string(p.window.size()) +
+                       " bytes, its runs " + std::to_string(total));
+      }
+    } else {
+      return Corrupt("layer index: unknown window encoding " + std::to_string(kind));
+    }
     if (i == 0 ? p.uncompressed_offset != 0
                : p.uncompressed_offset <= idx.points.back().uncompressed_offset) {
       return Corrupt("layer index: access points out of order");
@@ -459,6 +511,7 @@ struct LayerIndexBuilder::Impl {
     });
     IndexerOptions io;
     io.span = options.span;
+    io.sparse_windows = options.sparse_windows;
     indexer = std::make_unique<StreamIndexer>(compression, io,
                                               [this](ByteView b) { return OnOutput(b); });
     Bytes h = std::move(head);

@@ -43,7 +43,8 @@ struct IndexEntry {
 };
 
 struct LayerIndex {
-  static constexpr uint32_t kFormatVersion = 1;
+  // 2: sparse gzip windows (docs/layer-index.md). Version 1 indexes are still read.
+  static constexpr uint32_t kFormatVersion = 2;
 
   std::optional<Digest> layer_digest;  // sha256 of the compressed blob
   std::optional<mf::Cid> blob_cid;     // the blob in IPFS (UnixFS file)
@@ -73,6 +74,7 @@ struct LayerIndex {
 
 struct BuildOptions {
   uint64_t span = 4ull << 20;
+  bool sparse_windows = true;  // IndexerOptions::sparse_windows
 };
 
 // Streaming builder: feed the compressed blob in order, then Finish.

@@ -1,6 +1,7 @@
 #include "layer/compression.h"
 
 #include <gtest/gtest.h>
+#include <zlib.h>
 
 #include <algorithm>
 #include <atomic>
@@ -146,12 +147,14 @@ void CheckPoints(Compression c, const Indexed& ix, uint64_t span) {
   EXPECT_EQ(ix.points[0].uncompressed_offset, 0u);
   for (size_t i = 0; i < ix.points.size(); ++i) {
     const AccessPoint& p = ix.points[i];
-    EXPECT_LE(p.window.size(), 32u * 1024);
+    EXPECT_LE(p.history_size(), 32u * 1024);
+    EXPECT_LE(p.window.size(), p.history_size());
     if (c != Compression::kGzip || p.member_start) {
       EXPECT_TRUE(p.window.empty());
+      EXPECT_FALSE(p.sparse());
       EXPECT_EQ(p.compressed_bit_offset % 8, 0u);
     } else {
-      EXPECT_FALSE(p.window.empty());
+      EXPECT_GT(p.history_size(), 0u);  // sparse windows may keep no bytes at all
     }
     if (i > 0) {
       const AccessPoint& q = ix.points[i - 1];
@@ -760,6 +763,154 @@ TEST_F(CompressionTest, DISABLED_BenchSpanDecompress) {
         ix.uncompressed / index_s / 1e6);
   }
   SetInflateEngine(InflateEngine::kIsal);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sparse windows
+
+// Raw-deflates `payload` with `dict` as the preset history (as if it followed `dict` in a stream).
+Bytes DeflateWithHistory(ByteView dict, ByteView payload, int level = 9) {
+  z_stream z{};
+  EXPECT_EQ(deflateInit2(&z, level, Z_DEFLATED, -15, 9, Z_DEFAULT_STRATEGY), Z_OK);
+  EXPECT_EQ(deflateSetDictionary(&z, dict.data(), static_cast<uInt>(dict.size())), Z_OK);
+  Bytes out(deflateBound(&z, payload.size()) + 64);
+  z.next_in = const_cast<Bytef*>(payload.data());
+  z.avail_in = static_cast<uInt>(payload.size());
+  z.next_out = out.data();
+  z.avail_out = static_cast<uInt>(out.size());
+  EXPECT_EQ(deflate(&z, Z_FINISH), Z_STREAM_END);
+  out.resize(out.size() - z.avail_out);
+  deflateEnd(&z);
+  return out;
+}
+
+TEST(SparseWindow, FarReferencesAreTracedAndDecompressIdentically) {
+  // A random 32 KiB history (no repeats inside it), then data that copies from near its start
+  // (distance 32468: zlib's deflate reaches back at most 32768 - 262), its last bytes, and a
+  // stretch in the middle.
+  std::mt19937_64 rng(11);
+  Bytes hist(32768);
+  for (auto& b : hist) b = static_cast<uint8_t>(rng());
+  Bytes payload;
+  auto copy = [&](size_t off, size_t n) {
+    payload.insert(payload.end(), hist.begin() + off, hist.begin() + off + n);
+  };
+  copy(300, 300);  // starts 32468 bytes back
+  for (int i = 0; i < 2000; ++i) payload.push_back(static_cast<uint8_t>(rng()));
+  copy(32768 - 40, 40);
+  copy(10000, 5000);
+  for (int i = 0; i < 40000; ++i) payload.push_back("abcdefgh"[rng() % 8]);
+  const Bytes z = DeflateWithHistory(hist, payload);
+
+  std::vector<uint8_t> used;
+  auto traced = TraceWindowUse(z, 0, hist, payload.size(), &used);
+  ASSERT_TRUE(traced.ok()) << traced.error().ToString();
+  EXPECT_TRUE(*traced == payload);
+  ASSERT_EQ(used.size(), hist.size());
+  // Random bytes match only where they were copied from.
+  for (size_t i = 300; i < 600; ++i) EXPECT_TRUE(used[i]) << i;
+  for (size_t i = 32768 - 40; i < 32768; ++i) EXPECT_TRUE(used[i]) << i;
+  for (size_t i = 10000; i < 15000; ++i) EXPECT_TRUE(used[i]) << i;
+  size_t n_used = 0;
+  for (uint8_t u : used) n_used += u;
+  EXPECT_LT(n_used, 5340 + 200u) << "far more of the window marked than referenced";
+
+  AccessPoint dense;
+  dense.window = hist;
+  AccessPoint sparse = dense;
+  MakeSparseWindow(&sparse, used);
+  ASSERT_TRUE(sparse.sparse());
+  EXPECT_EQ(sparse.history_size(), hist.size());
+  EXPECT_LT(sparse.window.size(), 6000u);
+  // The "blob" is the bare deflate data; decompress the whole payload from the sparse point with
+  // both engines, in large and tiny read chunks.
+  for (InflateEngine e : kEngines) {
+    SetInflateEngine(e);
+    for (size_t chunk : {size_t{256 * 1024}, size_t{7}}) {
+      auto r =
+          DecompressRange(Compression::kGzip, sparse, 0, payload.size(), MemReader(z), 0, chunk);
+      ASSERT_TRUE(r.ok()) << r.error().ToString();
+      EXPECT_TRUE(*r == payload) << "sparse window gave different bytes";
+    }
+  }
+  // A stored byte that is wrong, or missing (zero), changes the output: the window bytes kept
+  // are exactly the ones that matter, and LayerReader's span hash turns such a change into
+  // kCorrupt (layer_index_test.cc).
+  for (bool zero : {false, true}) {
+    AccessPoint bad = sparse;
+    bad.window[0] = zero ? 0 : static_cast<uint8_t>(bad.window[0] ^ 0x40);
+    if (bad.window[0] == sparse.window[0]) bad.window[0] ^= 1;
+    for (InflateEngine e : kEngines) {
+      SetInflateEngine(e);
+      auto r = DecompressRange(Compression::kGzip, bad, 0, payload.size(), MemReader(z));
+      EXPECT_TRUE(!r.ok() || *r != payload);
+    }
+  }
+  SetInflateEngine(InflateEngine::kIsal);
+}
+
+TEST(SparseWindow, TraceRejectsBadInput) {
+  std::mt19937_64 rng(3);
+  Bytes hist(1000);
+  for (auto& b : hist) b = static_cast<uint8_t>(rng());
+  Bytes payload;
+  for (int i = 0; i < 5; ++i) payload.insert(payload.end(), hist.begin(), hist.end());
+  const Bytes z = DeflateWithHistory(hist, payload);
+  std::vector<uint8_t> used;
+  // Input cut short: an error, not a guess.
+  auto cut = TraceWindowUse(ByteView(z).first(z.size() / 2), 0, hist, payload.size(), &used);
+  EXPECT_FALSE(cut.ok());
+  // History shorter than the references: an error.
+  auto short_hist = TraceWindowUse(z, 0, ByteView(hist).first(0), payload.size(), &used);
+  EXPECT_FALSE(short_hist.ok());
+  // Garbage never crashes.
+  for (int i = 0; i < 300; ++i) {
+    Bytes junk(1 + rng() % 3000);
+    for (auto& b : junk) b = static_cast<uint8_t>(rng());
+    auto r = TraceWindowUse(junk, static_cast<int>(rng() % 8), hist, 32768, &used);
+    if (r.ok()) {
+      EXPECT_LE(r->size(), 32768u);
+    }
+  }
+}
+
+TEST_F(CompressionTest, SparseWindowsAreSmallerAndExact) {
+  for (const char* cmd : {"gzip -9 -c -n", "gzip -1 -c -n", "pigz -p 2 -c"}) {
+    SCOPED_TRACE(cmd);
+    const Bytes blob = Compress(cmd);
+    std::vector<AccessPoint> sparse_pts, dense_pts;
+    for (bool sparse : {true, false}) {
+      StreamIndexer ix(Compression::kGzip, IndexerOptions{kSpan, sparse},
+                       [](ByteView) { return OkStatus(); });
+      ASSERT_TRUE(ix.Feed(blob).ok());
+      ASSERT_TRUE(ix.Finish().ok());
+      (sparse ? sparse_pts : dense_pts) = ix.points();
+    }
+    ASSERT_EQ(sparse_pts.size(), dense_pts.size());
+    size_t n_sparse = 0, kept = 0, full = 0;
+    for (size_t i = 0; i < sparse_pts.size(); ++i) {
+      const AccessPoint& s = sparse_pts[i];
+      const AccessPoint& d = dense_pts[i];
+      EXPECT_FALSE(d.sparse());
+      EXPECT_EQ(s.compressed_bit_offset, d.compressed_bit_offset);
+      EXPECT_EQ(s.history_size(), d.history_size());
+      if (!s.sparse()) continue;
+      ++n_sparse;
+      kept += s.window.size();
+      full += d.window.size();
+      // Every stored byte is the real history byte.
+      Bytes scratch;
+      const ByteView h = s.History(&scratch);
+      for (const WindowRun& r : s.window_runs) {
+        ASSERT_LE(r.offset + r.length, h.size());
+        EXPECT_TRUE(std::equal(h.begin() + r.offset, h.begin() + r.offset + r.length,
+                               d.window.begin() + r.offset));
+      }
+    }
+    EXPECT_GT(n_sparse, sparse_pts.size() / 2) << "most gzip checkpoints should be sparse";
+    EXPECT_LT(kept, full) << "sparse windows keep fewer bytes";
+    CheckRanges(Compression::kGzip, blob, *data_, sparse_pts, 99);
+  }
 }
 
 }  // namespace

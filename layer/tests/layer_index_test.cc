@@ -3,6 +3,7 @@
 #include "layer/layer_index.h"
 
 #include <gtest/gtest.h>
+#include <zstd.h>
 
 #include <cstring>
 #include <random>
@@ -202,6 +203,190 @@ TEST(LayerReader, CorruptBlobNeverServesWrongBytes) {
     EXPECT_EQ(std::memcmp(out.data(), b.tar.data() + start, *n), 0) << "wrong bytes in span " << s;
   }
   EXPECT_GT(errors, 0);
+}
+
+// A point whose sparse window keeps at least one byte.
+size_t SparsePointWithBytes(const LayerIndex& idx) {
+  for (size_t i = 0; i < idx.points.size(); ++i) {
+    if (idx.points[i].sparse() && !idx.points[i].window.empty()) return i;
+  }
+  return idx.points.size();
+}
+
+TEST(LayerIndex, GzipWindowsAreSparseAndSmaller) {
+  Built b = BuildFrom("gzip -c", 256 * 1024);
+  ASSERT_LT(SparsePointWithBytes(b.index), b.index.points.size());
+  BuildOptions dense;
+  dense.span = 256 * 1024;
+  dense.sparse_windows = false;
+  LayerIndexBuilder builder(dense);
+  ASSERT_TRUE(builder.Feed(b.blob).ok());
+  auto d = builder.Finish();
+  ASSERT_TRUE(d.ok());
+  ASSERT_EQ(d->points.size(), b.index.points.size());
+  EXPECT_EQ(d->span_hashes, b.index.span_hashes);
+  EXPECT_LT(b.index.Encode().size(), d->Encode().size());
+  // Both decode, and the dense one round-trips too.
+  auto dd = LayerIndex::Decode(d->Encode());
+  ASSERT_TRUE(dd.ok()) << dd.error().ToString();
+  EXPECT_EQ(dd->Encode(), d->Encode());
+}
+
+// A wrong or missing (zeroed) byte in a sparse window must never reach a reader as wrong bytes:
+// the span hash from the index catches it (kCorrupt).
+TEST(LayerReader, DamagedSparseWindowIsCaughtBySpanHash) {
+  Built b = BuildFrom("gzip -c", 256 * 1024);
+  const size_t i = SparsePointWithBytes(b.index);
+  ASSERT_LT(i, b.index.points.size());
+  for (bool zero : {false, true}) {
+    LayerIndex bad = b.index;
+    uint8_t& byte = bad.points[i].window[0];  // the first byte of a run is always referenced
+    const uint8_t was = byte;
+    byte = zero ? 0 : static_cast<uint8_t>(byte ^ 0x21);
+    if (byte == was) byte ^= 1;
+    auto reader = LayerReader::Open(std::make_shared<const LayerIndex>(bad),
+                                    std::make_unique<MemBlob>(b.blob));
+    ASSERT_TRUE(reader.ok());
+    const uint64_t start = bad.SpanStart(i);
+    Bytes out(static_cast<size_t>(bad.SpanEnd(i) - start));
+    auto n = (*reader)->Read(start, out, fetch::DeadlineIn(std::chrono::seconds(10)));
+    ASSERT_FALSE(n.ok()) << "a damaged window byte went unnoticed";
+    EXPECT_EQ(n.error().code(), Errc::kCorrupt) << n.error().ToString();
+    // Other spans still read correctly.
+    const size_t j = i == 0 ? 1 : 0;
+    const uint64_t s2 = bad.SpanStart(j);
+    Bytes out2(static_cast<size_t>(bad.SpanEnd(j) - s2));
+    auto n2 = (*reader)->Read(s2, out2, fetch::DeadlineIn(std::chrono::seconds(10)));
+    ASSERT_TRUE(n2.ok()) << n2.error().ToString();
+    EXPECT_EQ(std::memcmp(out2.data(), b.tar.data() + s2, *n2), 0);
+  }
+}
+
+TEST(LayerIndex, MalformedSparseWindowsAreRejected) {
+  Built b = BuildFrom("gzip -c", 256 * 1024);
+  const size_t i = SparsePointWithBytes(b.index);
+  ASSERT_LT(i, b.index.points.size());
+  auto decodes = [](const LayerIndex& idx) { return LayerIndex::Decode(idx.Encode()).ok(); };
+  ASSERT_TRUE(decodes(b.index));
+  const AccessPoint& good = b.index.points[i];
+  {
+    LayerIndex bad = b.index;  // a run past the end of the window
+    bad.points[i].window_runs.back().offset = good.window_size - good.window_runs.back().length + 1;
+    EXPECT_FALSE(decodes(bad));
+  }
+  {
+    LayerIndex bad = b.index;  // bytes and runs disagree
+    bad.points[i].window.push_back(0);
+    EXPECT_FALSE(decodes(bad));
+  }
+  {
+    LayerIndex bad = b.index;  // adjacent runs (not canonical)
+    AccessPoint& p = bad.points[i];
+    p.window_size = 32768;
+    p.window_runs = {{0, 1}, {1, 1}};
+    p.window = {1, 2};
+    EXPECT_FALSE(decodes(bad));
+    p.window_runs = {{0, 1}, {2, 1}};  // the same, one apart: fine
+    EXPECT_TRUE(decodes(bad));
+  }
+  {
+    LayerIndex bad = b.index;  // a window over 32 KiB
+    bad.points[i].window_size = 32769;
+    EXPECT_FALSE(decodes(bad));
+  }
+  {
+    LayerIndex bad = b.index;  // a member start carrying a sparse window
+    bad.points[i].member_start = true;
+    EXPECT_FALSE(decodes(bad));
+  }
+}
+
+// Format version 1 (dense windows, no window-kind byte) is still read.
+Bytes EncodeV1(const LayerIndex& idx) {
+  Bytes p;
+  auto raw = [&](const void* v, size_t n) {
+    p.insert(p.end(), static_cast<const uint8_t*>(v), static_cast<const uint8_t*>(v) + n);
+  };
+  auto u8 = [&](uint8_t v) { p.push_back(v); };
+  auto u32 = [&](uint32_t v) { raw(&v, 4); };
+  auto u64 = [&](uint64_t v) { raw(&v, 8); };
+  auto str = [&](std::string_view s) {
+    u32(static_cast<uint32_t>(s.size()));
+    raw(s.data(), s.size());
+  };
+  str(idx.layer_digest ? idx.layer_digest->ToString() : "");
+  Bytes cid = idx.blob_cid ? idx.blob_cid->ToBytes() : Bytes{};
+  u32(static_cast<uint32_t>(cid.size()));
+  raw(cid.data(), cid.size());
+  u8(static_cast<uint8_t>(idx.compression));
+  u64(idx.compressed_size);
+  u64(idx.uncompressed_size);
+  u64(idx.span);
+  u64(idx.frames);
+  u8(idx.seekable ? 1 : 0);
+  u32(static_cast<uint32_t>(idx.points.size()));
+  for (size_t i = 0; i < idx.points.size(); ++i) {
+    const AccessPoint& pt = idx.points[i];
+    u64(pt.compressed_bit_offset);
+    u64(pt.uncompressed_offset);
+    u8(pt.member_start ? 1 : 0);
+    u32(static_cast<uint32_t>(pt.window.size()));
+    raw(pt.window.data(), pt.window.size());
+    raw(idx.span_hashes[i].data(), 32);
+  }
+  u32(static_cast<uint32_t>(idx.entries.size()));
+  for (const auto& e : idx.entries) {
+    str(e.path);
+    u8(static_cast<uint8_t>(e.type));
+    u32(e.mode);
+    u32(e.uid);
+    u32(e.gid);
+    raw(&e.mtime_sec, 8);
+    u32(e.mtime_nsec);
+    u64(e.size);
+    u64(e.data_offset);
+    str(e.link_target);
+    u32(e.dev_major);
+    u32(e.dev_minor);
+    u32(static_cast<uint32_t>(e.xattrs.size()));
+    for (const auto& [k, v] : e.xattrs) {
+      str(k);
+      str(v);
+    }
+  }
+  Bytes out = {'I', 'P', 'F', 'L', 'Y', 'I', 'X', '1'};
+  uint32_t version = 1;
+  uint64_t size = p.size();
+  out.insert(out.end(), reinterpret_cast<uint8_t*>(&version),
+             reinterpret_cast<uint8_t*>(&version) + 4);
+  out.insert(out.end(), reinterpret_cast<uint8_t*>(&size), reinterpret_cast<uint8_t*>(&size) + 8);
+  Bytes z(ZSTD_compressBound(p.size()));
+  z.resize(ZSTD_compress(z.data(), z.size(), p.data(), p.size(), 3));
+  out.insert(out.end(), z.begin(), z.end());
+  auto sum = Sha256Of(p);
+  out.insert(out.end(), sum.begin(), sum.end());
+  return out;
+}
+
+TEST(LayerIndex, Version1StillDecodes) {
+  BuildOptions o;
+  o.span = 256 * 1024;
+  o.sparse_windows = false;
+  Built b = BuildFrom("gzip -c", 256 * 1024);
+  LayerIndexBuilder builder(o);
+  ASSERT_TRUE(builder.Feed(b.blob).ok());
+  auto dense = builder.Finish();
+  ASSERT_TRUE(dense.ok());
+  auto v1 = LayerIndex::Decode(EncodeV1(*dense));
+  ASSERT_TRUE(v1.ok()) << v1.error().ToString();
+  EXPECT_EQ(v1->Encode(), dense->Encode());  // same index, re-encoded as the current version
+  auto reader =
+      LayerReader::Open(std::make_shared<const LayerIndex>(*v1), std::make_unique<MemBlob>(b.blob));
+  ASSERT_TRUE(reader.ok());
+  Bytes out(b.tar.size());
+  auto n = (*reader)->Read(0, out, fetch::DeadlineIn(std::chrono::seconds(20)));
+  ASSERT_TRUE(n.ok()) << n.error().ToString();
+  EXPECT_EQ(std::memcmp(out.data(), b.tar.data(), b.tar.size()), 0);
 }
 
 }  // namespace
