@@ -11,6 +11,7 @@ ipfly_busybox_rootfs() {  # DIR
   for a in sh echo cat ls wc head sha256sum sleep true; do ln -sf busybox "$d/bin/$a"; done
   echo 'root:x:0:0:root:/:/bin/sh' > "$d/etc/passwd"
   echo 'root:x:0:' > "$d/etc/group"
+  if [ -n "${MARKER:-}" ]; then echo "$MARKER" > "$d/etc/marker"; fi
   ln -sf usr/lib "$d/lib"
   ln -sf /lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 "$d/lib64/ld-linux-x86-64.so.2"
 }

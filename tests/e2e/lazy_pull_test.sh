@@ -72,21 +72,30 @@ echo "fetched $fetched of $size layer bytes"
 check '[ "$fetched" -gt 0 ] && [ "$fetched" -lt $((size / 10)) ]' "python run fetched < 10 % of the image ($fetched / $size)"
 
 step "CRI-style client (cri.layer-digest -> resolver)"
-(cd "$IPFLY_E2E_DIR/cripull" && GO111MODULE=off GOPATH=/usr/share/gocode GOPROXY=off GOCACHE="${GOCACHE:-/root/.cache/go-build}" go build -o "$W/cripull" .)
+MARKER=cri ipfly_make_busybox_image "$W/cri.tar" "$R/e2e/cri:1" >/dev/null
+skopeo copy -q --dest-tls-verify=false "oci-archive:$W/cri.tar" "docker://$R/e2e/cri:1"
+(cd "$IPFLY_E2E_DIR/cripull" && GO111MODULE=off GOPATH=/usr/share/gocode GOPROXY=off go build -o "$W/cripull" .)
 before=$(ipfly_metric "$M" ipfly_snapshotter_lazy_mounts_total)
-"$W/cripull" -address "$IPFLY_CTR_SOCK" -namespace cri -snapshotter ipfly "$R/e2e/bb:1"
-out=$(ctr -a "$IPFLY_CTR_SOCK" -n cri run --rm --snapshotter ipfly "$R/e2e/bb:1" cri1)
-check '[ "$out" = "hello from layer 2" ]' "CRI-pulled container printed '$out'"
+"$W/cripull" -address "$IPFLY_CTR_SOCK" -namespace cri -snapshotter ipfly "$R/e2e/cri:1"
+out=$(ctr -a "$IPFLY_CTR_SOCK" -n cri run --rm --snapshotter ipfly "$R/e2e/cri:1" cri1)
+check '[ "$out" = "hello from layer 2 cri" ]' "CRI-pulled container printed '$out'"
 after=$(ipfly_metric "$M" ipfly_snapshotter_lazy_mounts_total)
-echo "lazy mounts: $before -> $after"
+check '[ "$after" -eq $((before + 2)) ]' "both CRI-pulled layers were mounted lazily ($before -> $after)"
+n=$(curl -sf "$M/status" | grep -c '"resolved_by": "resolver"' || true)
+check '[ "$n" -ge 2 ]' "layers resolved by digest at the registry's resolver API ($n)"
+check '[ "$(layer_blobs_in_content_store "$W/cri.tar")" = 0 ]' "no CRI layer blob was downloaded by containerd"
 
 step "IPFS-format image (descriptors with ipfs:// URLs and ipfly annotations)"
-curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$R/v2/ipfs/e2e/bb/manifests/1" > "$W/ipfs-manifest.json"
+MARKER=ipfs ipfly_make_busybox_image "$W/ipfs.tar" "$R/e2e/ipfsimg:1" >/dev/null
+skopeo copy -q --dest-tls-verify=false "oci-archive:$W/ipfs.tar" "docker://$R/e2e/ipfsimg:1"
+curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$R/v2/ipfs/e2e/ipfsimg/manifests/1" > "$W/ipfs-manifest.json"
 check 'grep -q "ipfs://" "$W/ipfs-manifest.json" && grep -q "containerd.io/snapshot/ipfly.cid" "$W/ipfs-manifest.json"' "the ipfs/ view carries ipfs:// URLs and ipfly annotations"
-ctr-remote -a "$IPFLY_CTR_SOCK" -n ipfsfmt image rpull --plain-http --snapshotter ipfly "$R/ipfs/e2e/bb:1" >/dev/null
-out=$(ctr -a "$IPFLY_CTR_SOCK" -n ipfsfmt run --rm --snapshotter ipfly "$R/ipfs/e2e/bb:1" ipfs1)
-check '[ "$out" = "hello from layer 2" ]' "IPFS-format image container printed '$out'"
-check '[ "$(curl -sf "$M/status" | grep -c "\"resolved_by\": \"ipfly-labels\"")" -ge 1 ]' "IPFS-format layers were resolved from their ipfly labels"
+ctr-remote -a "$IPFLY_CTR_SOCK" -n ipfsfmt image rpull --plain-http --snapshotter ipfly "$R/ipfs/e2e/ipfsimg:1" >/dev/null
+out=$(ctr -a "$IPFLY_CTR_SOCK" -n ipfsfmt run --rm --snapshotter ipfly "$R/ipfs/e2e/ipfsimg:1" ipfs1)
+check '[ "$out" = "hello from layer 2 ipfs" ]' "IPFS-format image container printed '$out'"
+n=$(curl -sf "$M/status" | grep -c '"resolved_by": "ipfly-labels"' || true)
+check '[ "$n" -ge 2 ]' "IPFS-format layers were resolved from their ipfly labels ($n)"
+check '[ "$(layer_blobs_in_content_store "$W/ipfs.tar")" = 0 ]' "no IPFS-format layer blob was downloaded by containerd"
 
 step "fallback: an image only docker-registry has"
 MARKER=fallback ipfly_make_busybox_image "$W/fb.tar" "127.0.0.1:$UP/e2e/fb:1" >/dev/null
@@ -103,13 +112,15 @@ check 'grep -qi fallback "$W/status.txt"' "ipfly status shows the fallbacks"
 step "kill -9 the snapshotter, restart, run a new container from the lazy image"
 kill -9 "$IPFLY_SNAP_PID"; wait "$IPFLY_SNAP_PID" 2>/dev/null || true
 ipfly_start_snapshotter "$W" "${SNAP_ARGS[@]}"
+# containerd's gRPC connection to the proxy plugin backs off after the crash (up to ~3 s).
+ipfly_wait 20 "${CTR[@]}" snapshots --snapshotter ipfly ls || ipfly_die "containerd does not reach the restarted snapshotter"
 out=$("${CTR[@]}" run --rm --snapshotter ipfly "$R/e2e/py:1" py2)
 check '[ "$out" = "python ready" ]' "after restart the python container printed '$out'"
 
 step "containerd GC: image rm --sync removes snapshots and releases span caches"
 for img in "$R/e2e/bb:1" "$R/e2e/py:1" "127.0.0.1:$UP/e2e/fb:1"; do "${CTR[@]}" image rm --sync "$img" >/dev/null; done
-ctr -a "$IPFLY_CTR_SOCK" -n cri image rm --sync "$R/e2e/bb:1" >/dev/null
-ctr -a "$IPFLY_CTR_SOCK" -n ipfsfmt image rm --sync "$R/ipfs/e2e/bb:1" >/dev/null
+ctr -a "$IPFLY_CTR_SOCK" -n cri image rm --sync "$R/e2e/cri:1" >/dev/null
+ctr -a "$IPFLY_CTR_SOCK" -n ipfsfmt image rm --sync "$R/ipfs/e2e/ipfsimg:1" >/dev/null
 left=$("${CTR[@]}" snapshots --snapshotter ipfly ls | tail -n +2 | wc -l)
 check '[ "$left" = 0 ]' "no snapshots left ($left)"
 spans=$(find "$W/snap/layers/spans" -type f | wc -l)

@@ -14,6 +14,9 @@ ipfly_need() { for t in "$@"; do command -v "$t" >/dev/null || ipfly_die "requir
 ipfly_freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 ipfly_now() { date +%s.%N; }
 ipfly_since() { awk -v a="$1" -v b="$(ipfly_now)" 'BEGIN { printf "%.3f", b - a }'; }
+ipfly_sock_ready() {  # SOCKET: a unix socket that accepts connections
+  python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])' "$1" 2>/dev/null
+}
 ipfly_wait() {  # SECONDS CMD... : polls CMD every 0.05 s
   local n=$(( $1 * 20 )); shift
   for _ in $(seq "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.05; done
@@ -52,7 +55,7 @@ ipfly_start_snapshotter() {
     >> "$dir/snapshotter.log" 2>&1 &
   IPFLY_SNAP_PID=$!
   IPFLY_PIDS+=("$IPFLY_SNAP_PID")
-  ipfly_wait 20 test -S "$dir/snap.sock" || { cat "$dir/snapshotter.log" >&2; ipfly_die "ipfly-snapshotter did not start"; }
+  ipfly_wait 20 ipfly_sock_ready "$dir/snap.sock" || { cat "$dir/snapshotter.log" >&2; ipfly_die "ipfly-snapshotter did not start"; }
 }
 
 # ipfly_start_containerd DIR SNAPSHOTTER_SOCK: private containerd with the ipfly proxy plugin;
