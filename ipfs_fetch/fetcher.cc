@@ -48,17 +48,19 @@ Fetcher::Fetcher(FetcherOptions options)
   for (size_t i = 0; i < sources_.size(); ++i) {
     counters_.push_back(std::make_unique<SourceCounters>());
   }
-  if (cache_) writer_ = std::thread([this] { WriterLoop(); });
+  if (cache_) {
+    for (int i = 0; i < kWriterThreads; ++i) writers_.emplace_back([this] { WriterLoop(); });
+  }
 }
 
 Fetcher::~Fetcher() {
-  if (writer_.joinable()) {
+  if (!writers_.empty()) {
     {
       std::lock_guard lk(wmu_);
       wstop_ = true;
     }
     wcv_.notify_all();
-    writer_.join();  // drains the queue first
+    for (auto& w : writers_) w.join();  // they drain the queue first
   }
 }
 

@@ -171,7 +171,9 @@ class Fetcher : public BlockSource {
   std::unordered_map<mf::Multihash, Block> pending_;
   uint64_t pending_bytes_ = 0;
   bool wstop_ = false;
-  std::thread writer_;  // declared after everything it uses; joined in the destructor
+  // Cache writers, declared after everything they use; joined in the destructor.
+  static constexpr int kWriterThreads = 2;
+  std::vector<std::thread> writers_;
 
   std::mutex flights_mu_;
   std::unordered_map<mf::Cid, std::shared_ptr<Flight>> flights_;

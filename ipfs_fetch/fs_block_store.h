@@ -62,8 +62,12 @@ struct BlockStoreStats {
 //     bytes read from disk: a mismatch (disk corruption, torn write after power loss, someone
 //     editing the directory) deletes the file, logs, counts `corrupt` and returns kCorrupt so
 //     that the caller (the Fetcher) fetches the block again.
-//   * Writes are tmp + rename: a block name never shows a partial file. Stale tmp files (of
-//     processes that are gone, or older than a day) are removed at Open.
+//   * A block is written to an unnamed file (O_TMPFILE) in its shard directory and linked
+//     under its name when complete (where O_TMPFILE is missing: <dir>/tmp + rename), so a block
+//     name never shows a partial file. Stale tmp files (of processes that are gone, or older
+//     than a day) are removed at Open; unnamed files vanish by themselves.
+//   * <dir>/blocks carries ext4's top-directory flag (chattr +T), so shard directories and
+//     their files spread over the file system's block groups (see MarkTopDir in the .cc).
 //   * Restarts keep everything; the LRU order is rebuilt from file mtimes at Open, and Get
 //     refreshes the mtime of a hit when a cap is set, so the order survives restarts.
 //
@@ -115,6 +119,7 @@ class FsBlockStore : public BlockStore {
   // Deletes least-recently-used blocks until bytes_ <= cap. Requires mu_.
   void EvictLocked();
   Status EnsureShardDir(const std::string& shard);
+  Result<bool> PutTmpfile(const Block& block, const std::string& shard, const std::string& path);
 
   const std::string dir_;
   const FsBlockStoreOptions options_;
@@ -128,6 +133,7 @@ class FsBlockStore : public BlockStore {
 
   std::atomic<uint64_t> hits_{0}, misses_{0}, puts_{0}, evictions_{0}, corrupt_{0};
   std::atomic<uint64_t> tmp_counter_{0};
+  std::atomic<bool> tmpfile_ok_{true};  // O_TMPFILE + linkat work here (else tmp + rename)
 };
 
 // An in-memory block store without a cap. Thread-safe.
