@@ -383,6 +383,20 @@ Result<std::vector<std::string>> Catalog::ListRepositories(const std::string& la
   return out;
 }
 
+Result<std::vector<std::string>> Catalog::SearchRepositories(const std::string& term, size_t n) {
+  std::lock_guard lock(mu_);
+  Stmt s(db_,
+         "SELECT name FROM repositories r WHERE instr(name, ?1) > 0 AND name NOT LIKE 'ipfs/%' "
+         "AND EXISTS (SELECT 1 FROM manifests m WHERE m.repo = r.name) ORDER BY name LIMIT ?2");
+  if (!s.prepared()) return s.Err("search");
+  s.Bind(1, term).Bind(2, n == 0 ? int64_t{-1} : static_cast<int64_t>(n));
+  std::vector<std::string> out;
+  int rc;
+  while ((rc = s.Step()) == SQLITE_ROW) out.push_back(s.Text(0));
+  if (rc != SQLITE_DONE) return s.Err("search");
+  return out;
+}
+
 Result<bool> Catalog::RepoExists(const std::string& repo) {
   std::lock_guard lock(mu_);
   Stmt s(db_, "SELECT 1 FROM repositories WHERE name = ?1");

@@ -80,6 +80,8 @@ class Catalog {
                                             size_t n);
   Result<std::vector<std::string>> ListRepositories(const std::string& last, size_t n);
   Result<bool> RepoExists(const std::string& repo);
+  // Repositories with at least one manifest whose name contains `term` (ipfs/ views excluded).
+  Result<std::vector<std::string>> SearchRepositories(const std::string& term, size_t n);
   // Manifests in `repo` whose subject is `digest`.
   Result<std::vector<ManifestInfo>> Referrers(const std::string& repo, const std::string& digest);
 

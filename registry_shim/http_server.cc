@@ -132,7 +132,15 @@ bool HttpServer::process_and_close_socket(socket_t sock) {
       int port = 0;
       strm.get_remote_ip_and_port(ip, port);
       for (size_t left = timeouts_.max_requests; left > 0; --left) {
-        if (left != timeouts_.max_requests && !strm.WaitReadable(timeouts_.keepalive_ms)) break;
+        if (left != timeouts_.max_requests) {
+          // Idle between requests: wait in slices so that Stop() is not held up by idle
+          // keep-alive connections.
+          bool readable = false;
+          for (int waited = 0; waited < timeouts_.keepalive_ms && is_running(); waited += 200) {
+            if ((readable = strm.WaitReadable(200))) break;
+          }
+          if (!readable) break;
+        }
         bool connection_closed = false;
         bool close_connection = left == 1 || !is_running();
         bool ok =

@@ -17,12 +17,14 @@ struct IngestResult {
   std::string cid;        // UnixFS root of the blob
   std::string index_cid;  // "" when the blob is not an indexable layer
   uint64_t size = 0;
-  std::string digest;  // sha256 computed while importing
+  std::string digest;  // sha256 from the layer index builder ("" when no index was built);
+                       // callers check the digest while the bytes arrive
 };
 
-// Reads `path` once. Index build failures are logged and leave index_cid empty (the blob is
-// still served; the snapshotter then falls back to a plain pull). kIo on read errors, sink
-// errors as they are.
+// Reads `path` once; the layer index is built on a helper thread in parallel with the import.
+// The caller must already have checked the bytes against their digest. Index build failures are
+// logged and leave index_cid empty (the blob is still served; the snapshotter then falls back to a
+// plain pull). kIo on read errors, sink errors as they are.
 Result<IngestResult> IngestFile(const std::string& path, const unixfs::ImportProfile& profile,
                                 BlockSink* sink);
 

@@ -1,13 +1,16 @@
 #include "registry_shim/server.h"
 
+#include <crypt.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -164,6 +167,17 @@ struct RegistryServer::Impl {
   std::unique_ptr<HttpServer> http;
   std::unique_ptr<UpstreamClient> upstream;  // null unless mirroring
 
+  // (digest, CID) pairs whose whole-blob sha256 matched while streaming in this process. The
+  // bytes of a CID never change (every block is verified against its CID on read), so a pair
+  // that matched once always matches: later reads skip the second hash (the per-block one stays).
+  // A catalog row that maps a digest to another CID is a new pair and is checked again.
+  std::mutex verified_mu;
+  std::unordered_set<std::string> verified;
+
+  std::map<std::string, std::string> htpasswd_users;  // user -> bcrypt hash
+  std::mutex auth_mu;
+  std::unordered_set<std::string> auth_ok;
+
   std::mutex uploads_mu;
   std::unordered_map<std::string, std::shared_ptr<Upload>> uploads;
 
@@ -206,28 +220,56 @@ struct RegistryServer::Impl {
     if (reader) (*reader)([](const char*, size_t) { return true; });
   }
 
-  bool CheckWriteAllowed(const Request& req, Response& res) {
+  bool AuthConfigured() const {
+    return !config().registry.push_token.empty() || !htpasswd_users.empty();
+  }
+
+  // True if the request carries credentials that allow writes: "Bearer <push_token>", Basic
+  // with the push token as password, or Basic checked against the htpasswd file (bcrypt through
+  // libcrypt; a verified user:password is remembered by its sha256, so bcrypt runs once).
+  bool Authorized(const Request& req) {
     const auto& rc = config().registry;
-    if (rc.read_only) {
+    std::string auth = req.get_header_value("Authorization");
+    if (!rc.push_token.empty() && auth == "Bearer " + rc.push_token) return true;
+    if (!auth.starts_with("Basic ")) return false;
+    std::string user, pass;
+    if (!DecodeBasic(auth.substr(6), &user, &pass)) return false;
+    if (!rc.push_token.empty() && pass == rc.push_token) return true;
+    auto it = htpasswd_users.find(user);
+    if (it == htpasswd_users.end()) return false;
+    std::string key = Digest::FromSha256(Sha256Of(AsBytes(user + ":" + pass))).hex();
+    {
+      std::lock_guard lock(auth_mu);
+      if (auth_ok.count(key)) return true;
+    }
+    crypt_data data{};
+    const char* out = crypt_r(pass.c_str(), it->second.c_str(), &data);
+    bool ok = out != nullptr && out[0] != '*' && it->second == out;
+    if (ok) {
+      std::lock_guard lock(auth_mu);
+      auth_ok.insert(key);
+    }
+    return ok;
+  }
+
+  static void Challenge(Response& res) {
+    res.set_header("WWW-Authenticate", "Basic realm=\"ipfly-registry\"");
+    SendError(res, 401, "UNAUTHORIZED", "authentication required to push");
+  }
+
+  bool CheckWriteAllowed(const Request& req, Response& res) {
+    if (config().registry.read_only) {
       SendError(res, 405, "UNSUPPORTED", "this registry is read-only");
       return false;
     }
-    if (!rc.push_token.empty()) {
-      std::string auth = req.get_header_value("Authorization");
-      bool ok = auth == "Bearer " + rc.push_token;
-      if (!ok && auth.starts_with("Basic ")) {
-        ok = BasicPasswordIs(auth.substr(6), rc.push_token);
-      }
-      if (!ok) {
-        res.set_header("WWW-Authenticate", "Basic realm=\"ipfly-registry\"");
-        SendError(res, 401, "UNAUTHORIZED", "authentication required to push");
-        return false;
-      }
+    if (AuthConfigured() && !Authorized(req)) {
+      Challenge(res);
+      return false;
     }
     return true;
   }
 
-  static bool BasicPasswordIs(const std::string& b64, const std::string& want) {
+  static bool DecodeBasic(const std::string& b64, std::string* user, std::string* pass) {
     static const std::string kAlphabet =
         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     std::string out;
@@ -245,7 +287,10 @@ struct RegistryServer::Impl {
       }
     }
     size_t colon = out.find(':');
-    return colon != std::string::npos && out.substr(colon + 1) == want;
+    if (colon == std::string::npos) return false;
+    *user = out.substr(0, colon);
+    *pass = out.substr(colon + 1);
+    return true;
   }
 
   // ---- /v2/ ----------------------------------------------------------------------------------
@@ -257,6 +302,9 @@ struct RegistryServer::Impl {
     bool write = m == "POST" || m == "PUT" || m == "PATCH" || m == "DELETE";
     if (p.kind == V2Path::kBase) {
       if (m != "GET" && m != "HEAD") return MethodNotAllowed(res, reader);
+      // With push auth configured, /v2/ challenges anonymous clients (as distribution does), so
+      // that clients with credentials send them; reads stay anonymous everywhere else.
+      if (AuthConfigured() && !Authorized(req)) return Challenge(res);
       res.set_content("{}", "application/json");
       return;
     }
@@ -815,7 +863,9 @@ struct RegistryServer::Impl {
     // served from IPFS (a second pull works with the upstream gone).
     if (::fsync(fd) != 0) return ErrnoError("fsync " + path, errno);
     auto ing = IPFLY_TRY(IngestFile(path, profile, store));
-    if (ing.digest != digest) return Corrupt("mirror spool changed while importing");
+    if (!ing.digest.empty() && ing.digest != digest) {
+      return Corrupt("mirror spool changed while importing");
+    }
     BlobInfo b;
     b.digest = digest;
     b.cid = ing.cid;
@@ -1014,11 +1064,18 @@ struct RegistryServer::Impl {
   }
 
   // Writes [offset, offset+length) of the blob to `sink`. A whole-blob read is checked against
-  // the digest as it streams: the last piece is held back until the hash matched, so a client
-  // never receives the complete wrong content (the connection is dropped instead).
+  // the digest as it streams (until the pair passed once, see `verified`): the last piece is
+  // held back until the hash matched, so a client never receives the complete wrong content
+  // (the connection is dropped instead). Range reads rely on the per-block CID checks.
   bool StreamBlob(const mf::Cid& root, uint64_t size, const std::string& digest, uint64_t offset,
                   uint64_t length, httplib::DataSink& sink) {
-    const bool whole = offset == 0 && length == size;
+    const std::string pair = digest + "|" + root.ToString();
+    bool known_good;
+    {
+      std::lock_guard lock(verified_mu);
+      known_good = verified.count(pair) > 0;
+    }
+    const bool whole = offset == 0 && length == size && !known_good;
     Sha256 hasher;
     Bytes held;
     bool sink_failed = false;
@@ -1060,6 +1117,10 @@ struct RegistryServer::Impl {
         IPFLY_LOG_ERROR("blob {} ({}): content hashes to {}, aborting response", digest,
                         root.ToString(), got);
         return false;
+      }
+      {
+        std::lock_guard lock(verified_mu);
+        verified.insert(pair);
       }
       if (!held.empty()) {
         if (!sink.write(reinterpret_cast<const char*>(held.data()), held.size())) return false;
@@ -1177,7 +1238,7 @@ struct RegistryServer::Impl {
     } else {
       auto ing = IngestFile(up.path, profile, store);
       if (!ing.ok()) return InternalError(res, ing.error());
-      if (ing->digest != digest) {
+      if (!ing->digest.empty() && ing->digest != digest) {
         return SendError(res, 400, "DIGEST_INVALID", "spooled content changed while importing");
       }
       BlobInfo b;
@@ -1518,6 +1579,61 @@ struct RegistryServer::Impl {
         });
   }
 
+  // ---- search (Docker's /v1/search, as `docker search HOST/TERM` uses it) --------------------
+
+  // The description of a repository: the org.opencontainers.image.description (or
+  // "description") label of the image config of its "latest" tag, else of its first tag.
+  std::string Description(const std::string& repo) {
+    auto tags = catalog->ListTags(repo, "", 0);
+    if (!tags.ok() || tags->empty()) return "";
+    std::string tag = std::find(tags->begin(), tags->end(), "latest") != tags->end()
+                          ? std::string("latest")
+                          : tags->front();
+    auto d = catalog->ResolveTag(repo, tag);
+    if (!d.ok() || !*d) return "";
+    auto m = catalog->GetManifest(repo, **d);
+    if (!m.ok() || !*m) return "";
+    json doc = json::parse((*m)->content, nullptr, false);
+    if (doc.is_discarded() || !doc.contains("config")) return "";
+    auto blob = catalog->GetBlob(doc["config"].value("digest", ""));
+    if (!blob.ok() || !*blob || (*blob)->size > (1 << 20)) return "";
+    auto cid = mf::Cid::Parse((*blob)->cid);
+    if (!cid.ok()) return "";
+    Bytes buf((*blob)->size);
+    auto n = ufs_reader->ReadAt(*cid, 0, buf, fetch::DeadlineIn(std::chrono::seconds(5)));
+    if (!n.ok()) return "";
+    json cfg = json::parse(AsString(ByteView(buf.data(), *n)), nullptr, false);
+    if (cfg.is_discarded() || !cfg.contains("config") || !cfg["config"].is_object()) return "";
+    const json& labels = cfg["config"].value("Labels", json::object());
+    if (!labels.is_object()) return "";
+    for (const char* key : {"org.opencontainers.image.description", "description"}) {
+      if (labels.contains(key) && labels[key].is_string()) return labels[key].get<std::string>();
+    }
+    return "";
+  }
+
+  void Search(const Request& req, Response& res) {
+    std::string q = Param(req, "q");
+    size_t n = 25;
+    std::string ns = Param(req, "n");
+    if (!ns.empty() && ns.size() < 6 && ns.find_first_not_of("0123456789") == std::string::npos) {
+      n = std::max<size_t>(1, std::stoul(ns));
+    }
+    auto repos = catalog->SearchRepositories(q, n);
+    if (!repos.ok()) return InternalError(res, repos.error());
+    json results = json::array();
+    for (const auto& r : *repos) {
+      results.push_back({{"name", r},
+                         {"description", Description(r)},
+                         {"star_count", 0},
+                         {"is_official", false},
+                         {"is_automated", false}});
+    }
+    res.set_content(
+        json{{"num_results", results.size()}, {"query", q}, {"results", results}}.dump(),
+        "application/json");
+  }
+
   // ---- metrics -------------------------------------------------------------------------------
 
   void CountRequest(const Request& req, const Response& res) {
@@ -1559,6 +1675,7 @@ struct RegistryServer::Impl {
     if (req.method == "GET" || req.method == "HEAD") {
       if (req.path.starts_with("/ipfs/")) return HandleGateway(req, res);
       if (req.path.starts_with("/ipfly/v1/")) return HandleResolver(req, res);
+      if (req.path == "/v1/search") return Search(req, res);
       if (req.path == "/metrics") {
         return res.set_content(MetricsText(), "text/plain; version=0.0.4");
       }
@@ -1591,6 +1708,22 @@ Result<std::unique_ptr<RegistryServer>> RegistryServer::Create(ServerOptions opt
   impl->fetcher = IPFLY_TRY(fetch::MakeFetcher(config));
   impl->store = impl->fetcher->store();
   if (!impl->store) return InvalidArgument("the registry needs an embedded block store");
+  if (!config.registry.htpasswd.empty()) {
+    std::ifstream in(config.registry.htpasswd);
+    if (!in) return IoError("cannot read htpasswd file " + config.registry.htpasswd);
+    std::string line;
+    while (std::getline(in, line)) {
+      size_t colon = line.find(':');
+      if (line.empty() || line[0] == '#' || colon == std::string::npos) continue;
+      std::string hash = line.substr(colon + 1);
+      while (!hash.empty() && (hash.back() == '\r' || hash.back() == ' ')) hash.pop_back();
+      if (!hash.starts_with("$2")) {
+        return InvalidArgument("htpasswd " + config.registry.htpasswd + ": user " +
+                               line.substr(0, colon) + " has no bcrypt hash (use htpasswd -B)");
+      }
+      impl->htpasswd_users[line.substr(0, colon)] = hash;
+    }
+  }
   if (!config.registry.upstream.empty()) {
     impl->upstream = std::make_unique<UpstreamClient>(config.registry.upstream,
                                                       config.registry.upstream_username,

@@ -79,7 +79,7 @@ class Registry {
         [&] {
           httplib::Client c("127.0.0.1", port_);
           auto r = c.Get("/v2/");
-          return r && r->status == 200;
+          return r && (r->status == 200 || r->status == 401);
         },
         std::chrono::seconds(10));
     ASSERT_TRUE(up) << ReadFile(dir_ / "registry.log");
@@ -688,9 +688,64 @@ TEST(RegistryOps, ReadOnlyTokenAndSizeLimit) {
   Registry ro;
   ro.Start({"--read-only"});
   auto c3 = ro.Client();
+  EXPECT_EQ(c3->Get("/v1/search?q=x")->status, 200);
   r = c3->Post("/v2/t/x/blobs/uploads/", "", "text/plain");
   EXPECT_EQ(r->status, 405);
   EXPECT_EQ(c3->Get("/v2/")->status, 200);
+}
+
+// htpasswd (bcrypt, $2y$ and $2b$ hashes) push auth with a real client; anonymous pulls stay open.
+TEST(RegistryOps, HtpasswdPushWithSkopeo) {
+  TempDir d;
+  auto h =
+      Sh("python3 -W ignore -c \"import crypt; print(crypt.crypt('pw1', "
+         "crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16)))\"");
+  ASSERT_EQ(h.exit_code, 0) << h.err;
+  std::string hash = h.out.substr(0, h.out.find('\n'));
+  ASSERT_TRUE(hash.starts_with("$2b$")) << hash;
+  std::string hash_y = "$2y$" + hash.substr(4);
+  std::ofstream(d / "htpasswd") << "alice:" << hash_y << "\nbob:" << hash << "\n";
+  std::ofstream(d / "cfg.toml") << "[store]\ndir = \"" << d / "store"
+                                << "\"\n[registry]\nhtpasswd = \"" << d / "htpasswd"
+                                << "\"\n";
+  Registry reg;
+  reg.Start({"--config", d / "cfg.toml"});
+  auto mk = RunCmd({std::string(IPFLY_REGISTRY_TEST_DIR) + "/make-busybox-image", d / "bb.tar"});
+  ASSERT_EQ(mk.exit_code, 0) << mk.err;
+  auto push = [&](const std::string& creds) {
+    std::vector<std::string> argv = {"skopeo", "copy", "--dest-tls-verify=false"};
+    if (!creds.empty()) argv.push_back("--dest-creds=" + creds);
+    argv.push_back("oci-archive:" + d / "bb.tar");
+    argv.push_back("docker://" + reg.host() + "/auth/bb:1");
+    return RunCmd(argv);
+  };
+  EXPECT_NE(push("").exit_code, 0);
+  EXPECT_NE(push("alice:wrong").exit_code, 0);
+  auto ok = push("alice:pw1");
+  EXPECT_EQ(ok.exit_code, 0) << ok.err << reg.log();
+  EXPECT_EQ(push("bob:pw1").exit_code, 0);
+  auto c = reg.Client();
+  EXPECT_EQ(c->Get("/v2/auth/bb/manifests/1")->status, 200);  // anonymous pull
+  EXPECT_EQ(c->Get("/v2/")->status, 401);
+  EXPECT_EQ(c->Delete("/v2/auth/bb/manifests/1")->status, 401);
+}
+
+// Docker's search API over the catalog, with descriptions from image labels.
+TEST(RegistryOps, Search) {
+  auto c = g_reg->Client();
+  std::string cfg =
+      "{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":{\"Labels\":{"
+      "\"org.opencontainers.image.description\":\"a searchable image\"}}}";
+  PushBlob(*c, "search/findme", cfg);
+  PushManifest(*c, "search/findme", "latest", MakeManifest(cfg, {}));
+  auto r = c->Get("/v1/search?q=findme&n=5");
+  ASSERT_EQ(r->status, 200);
+  json j = json::parse(r->body);
+  ASSERT_EQ(j["num_results"], 1);
+  EXPECT_EQ(j["query"], "findme");
+  EXPECT_EQ(j["results"][0]["name"], "search/findme");
+  EXPECT_EQ(j["results"][0]["description"], "a searchable image");
+  EXPECT_EQ(json::parse(c->Get("/v1/search?q=nomatchatall")->body)["num_results"], 0);
 }
 
 // skopeo (containers/image) pushes an OCI and a Docker schema2 image, copies them back, inspects
