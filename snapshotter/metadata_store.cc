@@ -102,7 +102,8 @@ std::string LabelsJson(const Labels& labels) {
   for (const auto& [k, v] : labels) {
     if (!v.empty()) j[k] = v;
   }
-  return j.dump();
+  // Callers validate UTF-8; never throw from here regardless.
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 Labels DropEmpty(Labels labels) {

@@ -160,7 +160,7 @@ std::string RenderStatusJson(SnapshotService& service) {
               {"fallbacks", std::move(fb)},
               {"snapshots", std::move(snaps)}};
   if (!all.ok()) doc["error"] = all.error().ToString();
-  return doc.dump(2) + "\n";
+  return doc.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
 struct MetricsServer::Impl {

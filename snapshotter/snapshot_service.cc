@@ -19,8 +19,36 @@ namespace {
 
 constexpr size_t kMaxLabelSize = 4096;
 
+// Labels are stored as JSON and sent as proto3 strings: both need UTF-8 (structure only).
+bool ValidUtf8(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    auto c = static_cast<unsigned char>(s[i]);
+    size_t n;
+    if (c < 0x80) {
+      n = 0;
+    } else if ((c >> 5) == 0x6) {
+      n = 1;
+    } else if ((c >> 4) == 0xE) {
+      n = 2;
+    } else if ((c >> 3) == 0x1E) {
+      n = 3;
+    } else {
+      return false;
+    }
+    for (size_t j = 1; j <= n; ++j) {
+      if (i + j >= s.size() || (static_cast<unsigned char>(s[i + j]) >> 6) != 0x2) return false;
+    }
+    i += n + 1;
+  }
+  return true;
+}
+
 Status ValidateLabels(const Labels& labels) {
   for (const auto& [k, v] : labels) {
+    if (!ValidUtf8(k) || !ValidUtf8(v)) {
+      return InvalidArgument("label " + k.substr(0, 10) + " is not valid UTF-8");
+    }
     if (k.size() + v.size() > kMaxLabelSize) {
       return InvalidArgument("label key and value greater than maximum size (4096 bytes), key: " +
                              k.substr(0, 10));

@@ -295,6 +295,9 @@ TEST_F(ServiceTest, ErrorCodesContainerdUnderstands) {
   EXPECT_EQ(Commit("z", "l1").error_code(), grpc::StatusCode::FAILED_PRECONDITION);
   EXPECT_EQ(Prepare("big", "", {{"k", std::string(5000, 'v')}}).error_code(),
             grpc::StatusCode::INVALID_ARGUMENT);
+  // (invalid UTF-8 cannot even cross gRPC as a proto3 string; the service checks it too)
+  EXPECT_EQ(service_->Prepare("utf", "", {{"k", "\xff\xfe"}}).error().code(),
+            Errc::kInvalidArgument);
   grpc::Status st;
   List({"kind=="}, &st);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
