@@ -54,6 +54,10 @@ TEST(FiltersTest, ContainerdRemoteSnapshotQuery) {
   EXPECT_TRUE(M(R"(labels."containerd.io/snapshot.ref"==sha256:abc,parent=="p1")", kSnap));
   EXPECT_FALSE(M(R"(labels."containerd.io/snapshot.ref"==sha256:abc,parent=="p2")", kSnap));
   EXPECT_FALSE(M(R"(labels."containerd.io/snapshot.ref"==sha256:abd,parent=="p1")", kSnap));
+  // containerd formats the parent with Go's %q: an empty parent is "".
+  const Obj no_parent{{{"name", "n"}, {"parent", ""}}, {{"containerd.io/snapshot.ref", "r"}}};
+  EXPECT_TRUE(M(R"(labels."containerd.io/snapshot.ref"==r,parent=="")", no_parent));
+  EXPECT_FALSE(M(R"(labels."containerd.io/snapshot.ref"==r,parent=="x")", no_parent));
   // A dotted label key may also be written as a field path.
   EXPECT_TRUE(M("labels.a.b==x", kSnap));
   EXPECT_TRUE(M(R"(labels."a.b"==x)", kSnap));

@@ -3,7 +3,8 @@
 // subtest) and through a running containerd's proxy plugin (TestViaContainerd).
 //
 // Built offline from Debian's Go packages by ../run_suite.sh:
-//   GO111MODULE=off GOPATH=/usr/share/gocode GOPROXY=off go test -c
+//
+//	GO111MODULE=off GOPATH=/usr/share/gocode GOPROXY=off go test -c
 package ipflysuite
 
 import (
