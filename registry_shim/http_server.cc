@@ -136,13 +136,13 @@ bool HttpServer::process_and_close_socket(socket_t sock) {
           // Idle between requests: wait in slices so that Stop() is not held up by idle
           // keep-alive connections.
           bool readable = false;
-          for (int waited = 0; waited < timeouts_.keepalive_ms && is_running(); waited += 200) {
+          for (int waited = 0; waited < timeouts_.keepalive_ms && !Stopping(); waited += 200) {
             if ((readable = strm.WaitReadable(200))) break;
           }
           if (!readable) break;
         }
         bool connection_closed = false;
-        bool close_connection = left == 1 || !is_running();
+        bool close_connection = left == 1 || Stopping();
         bool ok =
             process_request(strm, close_connection, connection_closed, [&](httplib::Request& req) {
               req.remote_addr = ip;

@@ -30,6 +30,9 @@ class HttpServer : public httplib::Server {
 
  private:
   bool process_and_close_socket(socket_t sock) override;
+  // stop() invalidates the listening socket at once; is_running() stays true until every worker
+  // has finished, so it cannot tell workers to wind down.
+  bool Stopping() const { return svr_sock_ == INVALID_SOCKET; }
 
   const Timeouts timeouts_;
   std::atomic<uint64_t> tls_hellos_{0};

@@ -94,6 +94,8 @@ class Registry {
     pid_ = -1;
   }
   int port() const { return port_; }
+  pid_t pid() const { return pid_; }
+  void Forget() { pid_ = -1; }  // the caller reaped the process
   std::string host() const { return "127.0.0.1:" + std::to_string(port_); }
   std::string url() const { return "http://" + host(); }
   const std::string& root() const { return root_; }
@@ -953,6 +955,61 @@ TEST(RegistryMirror, PullThroughDockerRegistry) {
   ASSERT_TRUE(miss);
   EXPECT_EQ(miss->status, 503);
   EXPECT_EQ(ErrorCode(miss), "UNAVAILABLE");
+}
+
+// kill -9 while a mirrored blob streams: after the restart (upstream gone) nothing partial is
+// visible, and SIGTERM ends the registry cleanly.
+TEST(RegistryMirror, Kill9DuringMirrorImportAndSigterm) {
+  DockerRegistry up;
+  up.Start();
+  std::string big = RandomBytes(64 << 20, 40);
+  std::string bd = DigestOf(big);
+  {
+    httplib::Client c("127.0.0.1", up.port());
+    auto r = c.Post("/v2/mir/big/blobs/uploads/", "", "application/octet-stream");
+    ASSERT_TRUE(r && r->status == 202);
+    std::string loc = r->get_header_value("Location");
+    std::string path = loc.substr(loc.find("/v2/"));
+    path += (path.find('?') == std::string::npos ? "?" : "&") + std::string("digest=") + bd;
+    auto p = c.Put(path.c_str(), big, "application/octet-stream");
+    ASSERT_TRUE(p && p->status == 201) << (p ? p->body : "no response");
+  }
+  Registry mirror;
+  mirror.Start({"--upstream", "http://127.0.0.1:" + std::to_string(up.port())});
+  std::atomic<size_t> got{0};
+  std::thread reader([&] {
+    httplib::Client c("127.0.0.1", mirror.port());
+    c.Get(("/v2/mir/big/blobs/" + bd).c_str(), [&](const char*, size_t n) {
+      got += n;
+      return true;
+    });
+  });
+  ASSERT_TRUE(WaitFor([&] { return got.load() > (1u << 20); }, std::chrono::seconds(20)));
+  mirror.Kill9();
+  reader.join();
+  EXPECT_LT(got.load(), big.size());
+  up.Stop();
+  mirror.Start({"--upstream", "http://127.0.0.1:" + std::to_string(up.port())});
+  auto c = mirror.Client();
+  EXPECT_EQ(c->Get(("/ipfly/v1/layers/" + bd).c_str())->status, 404);
+  auto r = c->Get(("/v2/mir/big/blobs/" + bd).c_str());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 503);
+  EXPECT_EQ(ErrorCode(r), "UNAVAILABLE");
+  EXPECT_TRUE(fs::is_empty(mirror.root() + "/uploads"));
+
+  // SIGTERM: a clean exit (status 0) within a few seconds, even with an idle keep-alive client.
+  httplib::Client idle("127.0.0.1", mirror.port());
+  idle.set_keep_alive(true);
+  ASSERT_TRUE(idle.Get("/v2/"));
+  pid_t pid = mirror.pid();
+  auto t0 = std::chrono::steady_clock::now();
+  ASSERT_EQ(::kill(pid, SIGTERM), 0);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  mirror.Forget();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(3));
 }
 
 // An upstream that wants Bearer tokens (the Docker Hub flow): a proxy in front of
