@@ -94,7 +94,10 @@ Result<UsageInfo> DiskUsage(const std::string& dir) {
   std::set<std::pair<dev_t, ino_t>> seen;
   auto add = [&](const std::string& p) -> Status {
     struct stat st {};
-    if (::lstat(p.c_str(), &st) != 0) return ErrnoError("lstat " + p, errno);
+    if (::lstat(p.c_str(), &st) != 0) {
+      if (errno == ENOENT) return OkStatus();  // removed while we walk (a running container)
+      return ErrnoError("lstat " + p, errno);
+    }
     if (seen.emplace(st.st_dev, st.st_ino).second) {
       ++u.inodes;
       u.size += static_cast<int64_t>(st.st_blocks) * 512;
