@@ -64,7 +64,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (pts[i].uncompressed_offset <= pts[i - 1].uncompressed_offset ||
         pts[i].uncompressed_offset - pts[i - 1].uncompressed_offset < span ||
         pts[i].compressed_bit_offset <= pts[i - 1].compressed_bit_offset ||
-        pts[i].window.size() > 32768) {
+        pts[i].history_size() > 32768 || pts[i].window.size() > pts[i].history_size()) {
       __builtin_trap();
     }
   }

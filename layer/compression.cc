@@ -389,7 +389,9 @@ Status StreamIndexer::Impl::InflateSome(ByteView* in) {
       const size_t w = static_cast<size_t>(std::min<uint64_t>(kWindowSize, member_out));
       p.window.assign(buf.data() + buf_pos - w, buf.data() + buf_pos);
       points.push_back(std::move(p));
-      if (options.sparse_windows && w > 0) {
+      // Spans under 32 KiB would keep several windows collecting input at once (and a stream
+      // of tiny deflate blocks would make that quadratic): such indexes keep dense windows.
+      if (options.sparse_windows && options.span >= kWindowSize && w > 0) {
         PendingWindow pw;
         pw.point = points.size() - 1;
         const int unused = s->data_type & 7;

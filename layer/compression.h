@@ -80,7 +80,8 @@ struct IndexerOptions {
   uint64_t span = 4ull << 20;  // minimum uncompressed distance between gzip checkpoints
   // gzip: keep only the window bytes that the data after each checkpoint references (found by
   // decoding its first 32 KiB while indexing, then checked by decompressing that stretch with the
-  // sparse window through zlib; a window that fails the check stays dense).
+  // sparse window through zlib; a window that fails the check stays dense). Spans under 32 KiB
+  // keep dense windows.
   bool sparse_windows = true;
 };
 
