@@ -3,6 +3,7 @@
 #   run_suite.sh direct     SNAPSHOTTER_BIN OUT_DIR   one snapshotter process per subtest
 #   run_suite.sh containerd SNAPSHOTTER_BIN OUT_DIR   through a private containerd's proxy plugin
 # Builds the Go test binary into OUT_DIR (offline, Debian's Go packages). Missing tools fail.
+# IPFLY_SUITE_LAZY=1: the direct run starts each snapshotter with its lazy layers (FUSE) on.
 set -euo pipefail
 MODE=$1
 SNAPSHOTTER=$(realpath "$2")

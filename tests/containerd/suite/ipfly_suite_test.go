@@ -41,8 +41,11 @@ func dialUnix(ctx context.Context, sock string) (*grpc.ClientConn, error) {
 // startSnapshotter runs one ipfly-snapshotter with its own root and socket under dir.
 func startSnapshotter(ctx context.Context, bin, dir string) (snapshots.Snapshotter, func() error, error) {
 	sock := filepath.Join(dir, "ipfly.sock")
-	cmd := exec.Command(bin, "--socket", sock, "--root", filepath.Join(dir, "state"), "--no-lazy",
-		"--log-level", "warn")
+	args := []string{"--socket", sock, "--root", filepath.Join(dir, "state"), "--log-level", "warn"}
+	if os.Getenv("IPFLY_SUITE_LAZY") != "1" { // plain snapshots need no FUSE mount per subtest
+		args = append(args, "--no-lazy")
+	}
+	cmd := exec.Command(bin, args...)
 	cmd.Stdout = os.Stderr
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
