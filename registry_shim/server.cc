@@ -148,6 +148,7 @@ struct Upload {
   uint64_t size = 0;
   Sha256 hasher;
   bool finished = false;
+  std::chrono::steady_clock::time_point last_used = std::chrono::steady_clock::now();
   ~Upload() {
     if (fd >= 0) ::close(fd);
   }
@@ -1146,6 +1147,7 @@ struct RegistryServer::Impl {
   // ---- uploads -------------------------------------------------------------------------------
 
   Result<std::shared_ptr<Upload>> NewUpload(const std::string& name) {
+    ExpireUploads();
     auto up = std::make_shared<Upload>();
     up->uuid = NewUuid();
     up->repo = name;
@@ -1171,7 +1173,27 @@ struct RegistryServer::Impl {
     std::lock_guard lock(uploads_mu);
     auto it = uploads.find(uuid);
     if (it == uploads.end() || it->second->repo != name) return nullptr;
+    it->second->last_used = std::chrono::steady_clock::now();
     return it->second;
+  }
+
+  // Drops upload sessions idle for more than an hour (abandoned by their clients), with their
+  // spools. Sessions busy in a request are skipped.
+  void ExpireUploads() {
+    const auto cutoff = std::chrono::steady_clock::now() - std::chrono::hours(1);
+    std::vector<std::shared_ptr<Upload>> stale;
+    {
+      std::lock_guard lock(uploads_mu);
+      for (const auto& [uuid, up] : uploads) {
+        if (up->last_used < cutoff) stale.push_back(up);
+      }
+    }
+    for (const auto& up : stale) {
+      std::unique_lock l(up->mu, std::try_to_lock);
+      if (!l.owns_lock()) continue;
+      up->finished = true;
+      ForgetUpload(up);
+    }
   }
 
   static std::string RangeHeader(uint64_t size) {
