@@ -34,6 +34,12 @@ teardown() {
   if [ -n "$D" ]; then
     for m in $(mounts_under "$D"); do umount "$m" 2>/dev/null || umount -l "$m"; done
     if [ -n "$(mounts_under "$D")" ]; then echo "FAIL: mounts left under $D" >&2; rc=1; fi
+    # Sanitizer builds: any report fails the test.
+    if grep -qE "ERROR: AddressSanitizer|runtime error:|ERROR: LeakSanitizer" \
+        "$D/snapshotter.log" 2>/dev/null; then
+      echo "FAIL: sanitizer report in the ipfly-snapshotter log" >&2
+      rc=1
+    fi
     if [ $rc -ne 0 ]; then
       echo "---- ipfly-snapshotter log"; tail -50 "$D/snapshotter.log" 2>/dev/null
       echo "---- containerd log"; tail -30 "$D/containerd.log" 2>/dev/null
