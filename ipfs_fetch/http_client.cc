@@ -377,9 +377,6 @@ Result<HttpResponse> HttpClient::Stream(const HttpRequest& req, const HttpBodyFn
   curl_easy_setopt(easy, CURLOPT_HEADERDATA, &t);
   curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, &WriteCallback);
   curl_easy_setopt(easy, CURLOPT_WRITEDATA, &t);
-  // Streamed bodies (cat, CAR, dag/export) run to hundreds of MiB: a larger receive buffer
-  // means fewer recv calls and body callbacks than curl's 16 KiB default.
-  if (!buffered) curl_easy_setopt(easy, CURLOPT_BUFFERSIZE, 256L * 1024);
   curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS,
                    static_cast<long>(std::max<int64_t>(1, req.connect_timeout.count())));  // NOLINT
   if (req.deadline) {
