@@ -63,30 +63,32 @@ run_lazy() {  # DIR HOSTPORT
   LAZY_FETCHED=$(ipfly_lazy_fetched "http://127.0.0.1:$met")
   FALLBACKS=$(curl -sf "http://127.0.0.1:$met/metrics" | awk '/^ipfly_snapshotter_fallbacks_total/ { s += $2 } END { print s + 0 }')
 }
-stop_all_but_registry() {
-  local keep=${IPFLY_PIDS[0]} i
-  for (( i=${#IPFLY_PIDS[@]}-1; i>=1; i-- )); do ipfly_stop_pid "${IPFLY_PIDS[$i]}"; done
-  IPFLY_PIDS=("$keep")
-  grep -F " $W/arm" /proc/self/mounts | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+stop_all_but_registry() {  # stops what the arm started (PIDs after the first $KEEP)
+  local i
+  for (( i=${#IPFLY_PIDS[@]}-1; i>=KEEP; i-- )); do ipfly_stop_pid "${IPFLY_PIDS[$i]}"; done
+  IPFLY_PIDS=("${IPFLY_PIDS[@]:0:KEEP}")
+  { grep -F " $W/arm" /proc/self/mounts || true; } | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
 }
 
 measure() {  # LABEL HOSTPORT [COUNT_FILE]
   local label=$1 hp=$2 cf=${3:-} b0 b1
+  KEEP=${#IPFLY_PIDS[@]}
+  local tag; tag=$(echo "$label" | tr -c 'a-zA-Z0-9\n' '_')
   [ -n "$cf" ] && b0=$(cut -d' ' -f1 "$cf")
-  run_ordinary "$W/arm-o-$label" "$hp"; local to=$FIRST
+  run_ordinary "$W/arm-o-$tag" "$hp"; local to=$FIRST
   [ -n "$cf" ] && { sleep 0.3; b1=$(cut -d' ' -f1 "$cf"); BO=$((b1 - b0)); b0=$b1; }
   stop_all_but_registry
-  run_lazy "$W/arm-l-$label" "$hp"; local tl=$FIRST
+  run_lazy "$W/arm-l-$tag" "$hp"; local tl=$FIRST
   [ -n "$cf" ] && { sleep 0.3; b1=$(cut -d' ' -f1 "$cf"); BL=$((b1 - b0)); }
   stop_all_but_registry
-  printf '%-28s ordinary %7.2f s   lazy %6.2f s   ratio %.3f  [<= 0.25]\n' "$label: first output" "$to" "$tl" \
+  printf '%-36s ordinary %7.2f s   lazy %6.2f s   ratio %.3f  [<= 0.25]\n' "$label: first output" "$to" "$tl" \
     "$(awk -v a="$tl" -v b="$to" 'BEGIN { print a / b }')"
   if [ -n "$cf" ]; then
-    printf '%-28s ordinary %7.1f MB  lazy %6.1f MB  (%.1f %% of the image)\n' "$label: bytes transferred" \
+    printf '%-36s ordinary %7.1f MB  lazy %6.1f MB  (%.1f %% of the image)\n' "$label: bytes transferred" \
       "$(awk -v b="$BO" 'BEGIN { print b / 1e6 }')" "$(awk -v b="$BL" 'BEGIN { print b / 1e6 }')" \
       "$(awk -v b="$BL" -v s="$SIZE" 'BEGIN { print 100 * b / s }')"
   else
-    printf '%-28s ordinary %7.1f MB  lazy %6.1f MB of layer data fetched by the snapshotter (%.1f %%)\n' \
+    printf '%-36s ordinary %7.1f MB  lazy %6.1f MB of layer data fetched by the snapshotter (%.1f %%)\n' \
       "$label: bytes" "$(awk -v s="$SIZE" 'BEGIN { print s / 1e6 }')" \
       "$(awk -v b="$LAZY_FETCHED" 'BEGIN { print b / 1e6 }')" "$(awk -v b="$LAZY_FETCHED" -v s="$SIZE" 'BEGIN { print 100 * b / s }')"
   fi

@@ -96,7 +96,7 @@ ipfly_e2e_cleanup() {
   for (( i=${#IPFLY_PIDS[@]}-1; i>=0; i-- )); do ipfly_stop_pid "${IPFLY_PIDS[$i]}"; done
   IPFLY_PIDS=()
   if [ -n "$dir" ] && [ -d "$dir" ]; then
-    grep -F " $dir" /proc/self/mounts | awk '{print $2}' | sort -r | while read -r m; do
+    { grep -F " $dir" /proc/self/mounts || true; } | awk '{print $2}' | sort -r | while read -r m; do
       umount -l "$m" 2>/dev/null || true
     done
     rm -rf "$dir"
