@@ -29,6 +29,15 @@ bool SplitHostPort(const std::string& s, std::string* host, int* port) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Block the signals before any thread starts (logging may start one); a dedicated thread
+  // waits for them.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
   CLI::App app{"ipfly-registry: OCI distribution registry on IPFS"};
   std::string listen, root, config_path, upstream, log_level;
   std::vector<std::string> sources;
@@ -85,14 +94,6 @@ int main(int argc, char** argv) {
                  config.registry.listen.c_str());
     return 2;
   }
-
-  // Block the signals before any thread starts; a dedicated thread waits for them.
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  signal(SIGPIPE, SIG_IGN);
 
   ipfly::registry::ServerOptions opts;
   opts.config = config;

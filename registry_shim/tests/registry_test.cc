@@ -762,6 +762,7 @@ TEST(RegistryClients, SkopeoPushPullInspect) {
   json index = json::parse(ReadFile(d / "src/index.json"));
   std::string mdigest = index["manifests"][0]["digest"];
   std::string manifest = ReadFile(d / "src/blobs/sha256/" + mdigest.substr(7));
+  const json manifest_json = json::parse(manifest);
 
   const std::string host = g_reg->host();
   auto cp = RunCmd({"skopeo", "copy", "--dest-tls-verify=false", "oci-archive:" + d / "bb.tar",
@@ -807,7 +808,7 @@ TEST(RegistryClients, SkopeoPushPullInspect) {
         EXPECT_EQ(got, ReadFile(d / "src/blobs/sha256/" + name)) << name;
       }
     }
-    for (const auto& l : json::parse(manifest)["layers"]) {
+    for (const auto& l : manifest_json["layers"]) {
       std::string ld = l["digest"];
       EXPECT_TRUE(fs::exists(out + "/blobs/sha256/" + ld.substr(7))) << ld;
     }
@@ -815,7 +816,7 @@ TEST(RegistryClients, SkopeoPushPullInspect) {
   EXPECT_EQ(json::parse(ReadFile(d / "out-oci/index.json"))["manifests"][0]["digest"], mdigest);
 
   // The layers have resolver entries with layer indexes.
-  for (const auto& l : json::parse(manifest)["layers"]) {
+  for (const auto& l : manifest_json["layers"]) {
     auto c = g_reg->Client();
     auto r = c->Get(("/ipfly/v1/layers/" + l["digest"].get<std::string>()).c_str());
     ASSERT_EQ(r->status, 200);
