@@ -945,6 +945,13 @@ struct RegistryServer::Impl {
       for (auto& d : doc["manifests"]) {
         std::string cd = d.value("digest", "");
         auto child = IPFLY_TRY(catalog->GetManifest(base, cd));
+        if (!child && upstream && ValidSha256Digest(cd)) {
+          Request fake;
+          fake.method = "GET";
+          Response scratch;
+          MirrorManifest(fake, scratch, base, cd);
+          child = IPFLY_TRY(catalog->GetManifest(base, cd));
+        }
         if (!child) return NotFound("child manifest " + cd + " of " + base);
         ManifestInfo rc = IPFLY_TRY(RewriteForIpfs(base, *child, depth + 1));
         d["digest"] = rc.digest;
@@ -954,6 +961,11 @@ struct RegistryServer::Impl {
       auto rewrite = [&](json& d, bool is_layer) -> Status {
         std::string bd = d.value("digest", "");
         auto blob = IPFLY_TRY(catalog->GetBlob(bd));
+        if (!blob && upstream && ValidSha256Digest(bd)) {
+          // Mirroring: the blob must be in IPFS to have a CID, so fetch it now.
+          IPFLY_RETURN_IF_ERROR(FetchUpstreamBlob(base, bd, UINT64_MAX, nullptr));
+          blob = IPFLY_TRY(catalog->GetBlob(bd));
+        }
         if (!blob) return OkStatus();  // foreign layer: left as it is
         blob_digests.push_back(bd);
         std::string url = "ipfs://" + blob->cid;
@@ -1003,7 +1015,7 @@ struct RegistryServer::Impl {
       case V2Path::kTags:
         return ListTags(req, res, base);
       case V2Path::kBlob:
-        return GetBlob(req, res, base, p.ref);
+        return upstream ? MirrorBlob(req, res, base, p.ref) : GetBlob(req, res, base, p.ref);
       case V2Path::kReferrers:
         return Referrers(req, res, view, p.ref);
       case V2Path::kManifest:
@@ -1012,6 +1024,16 @@ struct RegistryServer::Impl {
         return SendError(res, 405, "UNSUPPORTED", "not available on ipfs/ views");
     }
     if (!LooksLikeDigest(p.ref)) {
+      if (upstream) {
+        // Mirror (or revalidate) <repo>:<tag> first; its errors are the view's errors.
+        Response scratch;
+        MirrorManifest(req, scratch, base, p.ref);
+        if (scratch.status != 200 && scratch.status != -1) {
+          res.status = scratch.status;
+          res.set_content(scratch.body, "application/json");
+          return;
+        }
+      }
       // A tag: rewrite the current manifest of <repo>:<tag> and point the view's tag at it.
       auto orig = FindManifest(res, base, p.ref);
       if (!orig) return;

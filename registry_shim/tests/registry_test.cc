@@ -939,6 +939,23 @@ TEST(RegistryMirror, PullThroughDockerRegistry) {
   auto metrics = c->Get("/metrics")->body;
   EXPECT_NE(metrics.find("ipfly_registry_upstream_misses_total 4"), std::string::npos) << metrics;
 
+  // The IPFS-format view of a not-yet-mirrored image mirrors it whole (every blob needs a CID).
+  auto mk2 = Sh("MARKER=second " + std::string(IPFLY_REGISTRY_TEST_DIR) + "/make-busybox-image " +
+                d / "bb2.tar");
+  ASSERT_EQ(mk2.exit_code, 0) << mk2.err;
+  cp = RunCmd({"skopeo", "copy", "--dest-tls-verify=false", "oci-archive:" + d / "bb2.tar",
+               "docker://" + up.host() + "/library/bb2:1"});
+  ASSERT_EQ(cp.exit_code, 0) << cp.err;
+  auto view = c->Get("/v2/ipfs/library/bb2/manifests/1");
+  ASSERT_EQ(view->status, 200) << view->body << mirror.log();
+  json vj = json::parse(view->body);
+  for (const auto& l : vj["layers"]) {
+    ASSERT_TRUE(l.contains("urls")) << l;
+    EXPECT_TRUE(l["urls"][0].get<std::string>().starts_with("ipfs://"));
+    EXPECT_TRUE(l["annotations"].contains("containerd.io/snapshot/ipfly.index"));
+  }
+  EXPECT_EQ(c->Get("/v2/ipfs/library/nope/manifests/1")->status, 404);
+
   up.Stop();
   cp = RunCmd({"skopeo", "copy", "--src-tls-verify=false",
                "docker://" + mirror.host() + "/library/bb:1", "oci:" + d / "second" + ":x"});
