@@ -57,6 +57,11 @@ std::string RandomBytes(size_t n, uint64_t seed) {
   return s;
 }
 
+// Status and body of a response, or -1 / "" when there was none (the failure shows up as an
+// assertion on the value instead of a crash).
+int St(const httplib::Result& r) { return r ? r->status : -1; }
+std::string Body(const httplib::Result& r) { return r ? r->body : std::string(); }
+
 // One ipfly-registry process.
 class Registry {
  public:
@@ -79,7 +84,7 @@ class Registry {
         [&] {
           httplib::Client c("127.0.0.1", port_);
           auto r = c.Get("/v2/");
-          return r && (r->status == 200 || r->status == 401);
+          return r && (St(r) == 200 || St(r) == 401);
         },
         std::chrono::seconds(10));
     ASSERT_TRUE(up) << ReadFile(dir_ / "registry.log");
@@ -124,6 +129,11 @@ class RegistryEnv : public ::testing::Environment {
     g_reg = reg_.get();
   }
   void TearDown() override {
+    // The shared registry must have survived every test.
+    int status = 0;
+    EXPECT_EQ(::waitpid(reg_->pid(), &status, WNOHANG), 0)
+        << "the shared ipfly-registry died (status " << status << "):\n"
+        << reg_->log();
     g_reg = nullptr;
     reg_.reset();
   }
@@ -136,7 +146,7 @@ const ::testing::Environment* const kEnv = ::testing::AddGlobalTestEnvironment(n
 
 std::string ErrorCode(const httplib::Result& r) {
   if (!r) return "<no response>";
-  auto j = json::parse(r->body, nullptr, false);
+  auto j = json::parse(Body(r), nullptr, false);
   if (j.is_discarded() || !j.contains("errors") || j["errors"].empty()) return "<no error body>";
   return j["errors"][0]["code"].get<std::string>();
 }
@@ -147,7 +157,7 @@ std::string PushBlob(httplib::Client& c, const std::string& repo, const std::str
   auto r = c.Post("/v2/" + repo + "/blobs/uploads/?digest=" + d, data, "application/octet-stream");
   EXPECT_TRUE(r) << httplib::to_string(r.error());
   if (r) {
-    EXPECT_EQ(r->status, 201) << r->body;
+    EXPECT_EQ(St(r), 201) << Body(r);
   }
   return d;
 }
@@ -157,7 +167,7 @@ std::string PushBlobChunked(httplib::Client& c, const std::string& repo, const s
                             size_t chunk) {
   std::string d = DigestOf(data);
   auto r = c.Post("/v2/" + repo + "/blobs/uploads/", "", "application/octet-stream");
-  EXPECT_TRUE(r && r->status == 202);
+  EXPECT_TRUE(r && St(r) == 202);
   if (!r) return d;
   std::string loc = r->get_header_value("Location");
   EXPECT_FALSE(r->get_header_value("Docker-Upload-UUID").empty());
@@ -166,13 +176,13 @@ std::string PushBlobChunked(httplib::Client& c, const std::string& repo, const s
     httplib::Headers h = {
         {"Content-Range", std::to_string(off) + "-" + std::to_string(off + n - 1)}};
     auto p = c.Patch(loc.c_str(), h, data.data() + off, n, "application/octet-stream");
-    EXPECT_TRUE(p && p->status == 202) << (p ? p->body : "no response");
+    EXPECT_TRUE(p && St(p) == 202) << (p ? p->body : "no response");
     if (!p) return d;
     EXPECT_EQ(p->get_header_value("Range"), "0-" + std::to_string(off + n - 1));
     loc = p->get_header_value("Location");
   }
   auto put = c.Put((loc + "?digest=" + d).c_str(), "", "application/octet-stream");
-  EXPECT_TRUE(put && put->status == 201) << (put ? put->body : "no response");
+  EXPECT_TRUE(put && St(put) == 201) << (put ? put->body : "no response");
   if (put) {
     EXPECT_EQ(put->get_header_value("Docker-Content-Digest"), d);
   }
@@ -185,7 +195,7 @@ std::string PushManifest(httplib::Client& c, const std::string& repo, const std:
   auto r = c.Put(("/v2/" + repo + "/manifests/" + ref).c_str(), body, mt.c_str());
   EXPECT_TRUE(r);
   if (r) {
-    EXPECT_EQ(r->status, want) << r->body;
+    EXPECT_EQ(St(r), want) << Body(r);
   }
   return DigestOf(body);
 }
@@ -225,7 +235,7 @@ TEST(RegistryProtocol, BaseEndpointAndTlsHello) {
   auto c = g_reg->Client();
   auto r = c->Get("/v2/");
   ASSERT_TRUE(r);
-  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(St(r), 200);
   EXPECT_EQ(r->get_header_value("Docker-Distribution-API-Version"), "registry/2.0");
 
   // A TLS ClientHello on the plain port: a 400 and a close, at once.
@@ -239,26 +249,26 @@ TEST(RegistryProtocol, BaseEndpointAndTlsHello) {
 TEST(RegistryProtocol, ValidationErrors) {
   auto c = g_reg->Client();
   auto r = c->Get("/v2/UPPER/manifests/latest");
-  EXPECT_EQ(r->status, 400);
+  EXPECT_EQ(St(r), 400);
   EXPECT_EQ(ErrorCode(r), "NAME_INVALID");
   r = c->Get("/v2/a..b/manifests/latest");
   EXPECT_EQ(ErrorCode(r), "NAME_INVALID");
   r = c->Get("/v2/ok/manifests/-badtag");
-  EXPECT_EQ(r->status, 400);
+  EXPECT_EQ(St(r), 400);
   EXPECT_EQ(ErrorCode(r), "TAG_INVALID");
   r = c->Get("/v2/ok/manifests/sha256:1234");
-  EXPECT_EQ(r->status, 400);
+  EXPECT_EQ(St(r), 400);
   EXPECT_EQ(ErrorCode(r), "DIGEST_INVALID");
   r = c->Get("/v2/ok/blobs/sha256:" + std::string(64, 'A'));
   EXPECT_EQ(ErrorCode(r), "DIGEST_INVALID");
   r = c->Get("/v2/nothere/manifests/latest");
-  EXPECT_EQ(r->status, 404);
+  EXPECT_EQ(St(r), 404);
   EXPECT_EQ(ErrorCode(r), "MANIFEST_UNKNOWN");
   r = c->Get("/v2/nothere/blobs/" + DigestOf("x"));
-  EXPECT_EQ(r->status, 404);
+  EXPECT_EQ(St(r), 404);
   EXPECT_EQ(ErrorCode(r), "BLOB_UNKNOWN");
   r = c->Get("/v2/nothere/tags/list");
-  EXPECT_EQ(r->status, 404);
+  EXPECT_EQ(St(r), 404);
   EXPECT_EQ(ErrorCode(r), "NAME_UNKNOWN");
 
   // Bad manifests.
@@ -268,12 +278,12 @@ TEST(RegistryProtocol, ValidationErrors) {
   std::string cfg = "{\"os\":\"linux\"}";
   std::string unknown_layer = "never pushed";
   r = c->Put("/v2/val/m/manifests/t", MakeManifest(cfg, {unknown_layer}), kOciManifest);
-  EXPECT_EQ(r->status, 400);
+  EXPECT_EQ(St(r), 400);
   EXPECT_EQ(ErrorCode(r), "MANIFEST_BLOB_UNKNOWN");
   std::string huge = "{\"schemaVersion\":2,\"x\":\"" + std::string(5 << 20, 'a') + "\"}";
   r = c->Put("/v2/val/m/manifests/t", huge, kOciManifest);
   ASSERT_TRUE(r);
-  EXPECT_EQ(r->status, 413);
+  EXPECT_EQ(St(r), 413);
   // Manifest body digest must match a digest reference.
   PushBlob(*c, "val/m", cfg);
   std::string m = MakeManifest(cfg, {});
@@ -284,15 +294,15 @@ TEST(RegistryProtocol, ValidationErrors) {
   EXPECT_EQ(ErrorCode(r), "MANIFEST_INVALID");
   // Nothing of the above became visible.
   r = c->Get("/v2/val/m/manifests/t");
-  EXPECT_EQ(r->status, 404);
+  EXPECT_EQ(St(r), 404);
   // Pagination number.
   r = c->Get("/v2/_catalog?n=abc");
-  EXPECT_EQ(r->status, 400);
+  EXPECT_EQ(St(r), 400);
   // Unknown endpoint and method.
   r = c->Get("/v2/x/whatever");
-  EXPECT_EQ(r->status, 404);
+  EXPECT_EQ(St(r), 404);
   r = c->Post("/v2/x/manifests/t", "", "text/plain");
-  EXPECT_EQ(r->status, 405);
+  EXPECT_EQ(St(r), 405);
 }
 
 TEST(RegistryProtocol, MonolithicBlobGetHeadRange) {
@@ -302,51 +312,51 @@ TEST(RegistryProtocol, MonolithicBlobGetHeadRange) {
 
   auto r = c->Get("/v2/mono/repo/blobs/" + d);
   ASSERT_TRUE(r);
-  EXPECT_EQ(r->status, 200);
-  EXPECT_EQ(r->body, data);
+  EXPECT_EQ(St(r), 200);
+  EXPECT_EQ(Body(r), data);
   EXPECT_EQ(r->get_header_value("Docker-Content-Digest"), d);
 
   r = c->Head("/v2/mono/repo/blobs/" + d);
   ASSERT_TRUE(r);
-  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(St(r), 200);
   EXPECT_EQ(r->get_header_value("Content-Length"), std::to_string(data.size()));
-  EXPECT_TRUE(r->body.empty());
+  EXPECT_TRUE(Body(r).empty());
 
   r = c->Get("/v2/mono/repo/blobs/" + d, {{"Range", "bytes=1000000-2000000"}});
   ASSERT_TRUE(r);
-  EXPECT_EQ(r->status, 206);
-  EXPECT_EQ(r->body, data.substr(1000000, 1000001));
+  EXPECT_EQ(St(r), 206);
+  EXPECT_EQ(Body(r), data.substr(1000000, 1000001));
   EXPECT_EQ(r->get_header_value("Content-Range"),
             "bytes 1000000-2000000/" + std::to_string(data.size()));
   r = c->Get("/v2/mono/repo/blobs/" + d, {{"Range", "bytes=3145000-"}});
   ASSERT_TRUE(r);
-  EXPECT_EQ(r->status, 206);
-  EXPECT_EQ(r->body, data.substr(3145000));
+  EXPECT_EQ(St(r), 206);
+  EXPECT_EQ(Body(r), data.substr(3145000));
   r = c->Get("/v2/mono/repo/blobs/" + d, {{"Range", "bytes=99999999-"}});
   ASSERT_TRUE(r);
-  EXPECT_EQ(r->status, 416);
+  EXPECT_EQ(St(r), 416);
 
   // Blobs are per repository.
   r = c->Get("/v2/mono/other/blobs/" + d);
-  EXPECT_EQ(r->status, 404);
+  EXPECT_EQ(St(r), 404);
 
   // A wrong digest is refused and nothing becomes visible.
   std::string wrong = DigestOf("something else");
   r = c->Post("/v2/mono/repo/blobs/uploads/?digest=" + wrong, "payload",
               "application/octet-stream");
   ASSERT_TRUE(r);
-  EXPECT_EQ(r->status, 400);
+  EXPECT_EQ(St(r), 400);
   EXPECT_EQ(ErrorCode(r), "DIGEST_INVALID");
   r = c->Head("/v2/mono/repo/blobs/" + wrong);
-  EXPECT_EQ(r->status, 404);
+  EXPECT_EQ(St(r), 404);
   r = c->Head("/v2/mono/repo/blobs/" + DigestOf("payload"));
-  EXPECT_EQ(r->status, 404);
+  EXPECT_EQ(St(r), 404);
 
   // Delete unlinks.
   r = c->Delete("/v2/mono/repo/blobs/" + d);
-  EXPECT_EQ(r->status, 202);
+  EXPECT_EQ(St(r), 202);
   r = c->Head("/v2/mono/repo/blobs/" + d);
-  EXPECT_EQ(r->status, 404);
+  EXPECT_EQ(St(r), 404);
 }
 
 TEST(RegistryProtocol, ChunkedUploadStatusCancelAndMount) {
@@ -355,48 +365,48 @@ TEST(RegistryProtocol, ChunkedUploadStatusCancelAndMount) {
   std::string d = PushBlobChunked(*c, "chunk/a", data, 300 * 1024);
   auto r = c->Get("/v2/chunk/a/blobs/" + d);
   ASSERT_TRUE(r);
-  EXPECT_EQ(r->body, data);
+  EXPECT_EQ(Body(r), data);
 
   // Status, out-of-order chunk (416), cancel.
   r = c->Post("/v2/chunk/a/blobs/uploads/", "", "application/octet-stream");
-  ASSERT_EQ(r->status, 202);
+  ASSERT_EQ(St(r), 202);
   std::string loc = r->get_header_value("Location");
   auto p = c->Patch(loc.c_str(), {{"Content-Range", "0-9"}}, "0123456789", 10,
                     "application/octet-stream");
-  ASSERT_EQ(p->status, 202);
+  ASSERT_EQ(St(p), 202);
   auto st = c->Get(loc.c_str());
   ASSERT_TRUE(st);
-  EXPECT_EQ(st->status, 204);
+  EXPECT_EQ(St(st), 204);
   EXPECT_EQ(st->get_header_value("Range"), "0-9");
   p = c->Patch(loc.c_str(), {{"Content-Range", "20-29"}}, "0123456789", 10,
                "application/octet-stream");
-  EXPECT_EQ(p->status, 416);
+  EXPECT_EQ(St(p), 416);
   auto del = c->Delete(loc.c_str());
-  EXPECT_EQ(del->status, 204);
+  EXPECT_EQ(St(del), 204);
   st = c->Get(loc.c_str());
-  EXPECT_EQ(st->status, 404);
+  EXPECT_EQ(St(st), 404);
   EXPECT_EQ(ErrorCode(st), "BLOB_UPLOAD_UNKNOWN");
   auto put = c->Put((loc + "?digest=" + DigestOf("0123456789")).c_str(), "", "text/plain");
-  EXPECT_EQ(put->status, 404);
+  EXPECT_EQ(St(put), 404);
 
   // Finishing with a body on the PUT (chunk + final chunk), and a bad digest on PUT.
   r = c->Post("/v2/chunk/a/blobs/uploads/", "", "application/octet-stream");
   loc = r->get_header_value("Location");
   c->Patch(loc.c_str(), "abc", 3, "application/octet-stream");
   put = c->Put((loc + "?digest=" + DigestOf("abcdef")).c_str(), "def", "application/octet-stream");
-  EXPECT_EQ(put->status, 201);
+  EXPECT_EQ(St(put), 201);
   r = c->Get("/v2/chunk/a/blobs/" + DigestOf("abcdef"));
-  EXPECT_EQ(r->body, "abcdef");
+  EXPECT_EQ(Body(r), "abcdef");
 
   // Cross-repo mount: 201 from a repo that has it, a new upload (202) otherwise.
   r = c->Post("/v2/chunk/b/blobs/uploads/?mount=" + d + "&from=chunk/a", "", "text/plain");
   ASSERT_TRUE(r);
-  EXPECT_EQ(r->status, 201);
+  EXPECT_EQ(St(r), 201);
   EXPECT_EQ(r->get_header_value("Docker-Content-Digest"), d);
   r = c->Get("/v2/chunk/b/blobs/" + d);
-  EXPECT_EQ(r->body, data);
+  EXPECT_EQ(Body(r), data);
   r = c->Post("/v2/chunk/c/blobs/uploads/?mount=" + d + "&from=chunk/none", "", "text/plain");
-  EXPECT_EQ(r->status, 202);
+  EXPECT_EQ(St(r), 202);
 }
 
 TEST(RegistryProtocol, ManifestsTagsCatalogReferrers) {
@@ -413,50 +423,50 @@ TEST(RegistryProtocol, ManifestsTagsCatalogReferrers) {
   for (const std::string& ref : {std::string("v1"), md}) {
     auto r = c->Get(("/v2/man/app/manifests/" + ref).c_str(), {{"Accept", kOciManifest}});
     ASSERT_TRUE(r);
-    EXPECT_EQ(r->status, 200);
-    EXPECT_EQ(r->body, m);
+    EXPECT_EQ(St(r), 200);
+    EXPECT_EQ(Body(r), m);
     EXPECT_EQ(r->get_header_value("Docker-Content-Digest"), md);
     EXPECT_EQ(r->get_header_value("Content-Type"), kOciManifest);
     auto h = c->Head(("/v2/man/app/manifests/" + ref).c_str());
-    EXPECT_EQ(h->status, 200);
+    EXPECT_EQ(St(h), 200);
     EXPECT_EQ(h->get_header_value("Content-Length"), std::to_string(m.size()));
     EXPECT_EQ(h->get_header_value("Docker-Content-Digest"), md);
   }
   // Accept that excludes the stored type.
   auto r = c->Get("/v2/man/app/manifests/v1",
                   {{"Accept", "application/vnd.docker.distribution.manifest.v2+json"}});
-  EXPECT_EQ(r->status, 404);
+  EXPECT_EQ(St(r), 404);
 
   // Tags with pagination.
   r = c->Get("/v2/man/app/tags/list");
-  EXPECT_EQ(json::parse(r->body)["tags"], json({"v1", "v2", "v3"}));
+  EXPECT_EQ(json::parse(Body(r))["tags"], json({"v1", "v2", "v3"}));
   r = c->Get("/v2/man/app/tags/list?n=2");
-  EXPECT_EQ(json::parse(r->body)["tags"], json({"v1", "v2"}));
+  EXPECT_EQ(json::parse(Body(r))["tags"], json({"v1", "v2"}));
   EXPECT_EQ(r->get_header_value("Link"), "</v2/man/app/tags/list?n=2&last=v2>; rel=\"next\"");
   r = c->Get("/v2/man/app/tags/list?n=2&last=v2");
-  EXPECT_EQ(json::parse(r->body)["tags"], json({"v3"}));
+  EXPECT_EQ(json::parse(Body(r))["tags"], json({"v3"}));
   EXPECT_FALSE(r->has_header("Link"));
 
   // Catalog pagination over man/app, man/app2.
   PushManifest(*c, "man/app2", "x", m, kOciManifest, 201);
   r = c->Get("/v2/_catalog?n=1&last=man/a");
-  EXPECT_EQ(json::parse(r->body)["repositories"], json({"man/app"}));
+  EXPECT_EQ(json::parse(Body(r))["repositories"], json({"man/app"}));
   EXPECT_TRUE(r->has_header("Link"));
   r = c->Get("/v2/_catalog?n=1&last=man/app");
-  EXPECT_EQ(json::parse(r->body)["repositories"], json({"man/app2"}));
+  EXPECT_EQ(json::parse(Body(r))["repositories"], json({"man/app2"}));
 
   // Resolver API: the layer has a CID, an index CID and the media type from the manifest.
   r = c->Get("/ipfly/v1/layers/" + ld);
-  ASSERT_EQ(r->status, 200);
-  json lj = json::parse(r->body);
+  ASSERT_EQ(St(r), 200);
+  json lj = json::parse(Body(r));
   EXPECT_EQ(lj["size"], layer.size());
   EXPECT_EQ(lj["mediaType"], kOciLayerGzip);
   EXPECT_TRUE(lj["cid"].get<std::string>().starts_with("bafy")) << lj;
   EXPECT_TRUE(lj["index_cid"].get<std::string>().starts_with("baf")) << lj;
   r = c->Get("/ipfly/v1/layers/" + DigestOf("unknown layer"));
-  EXPECT_EQ(r->status, 404);
+  EXPECT_EQ(St(r), 404);
   r = c->Get("/ipfly/v1/layers/sha256:nothex");
-  EXPECT_EQ(r->status, 400);
+  EXPECT_EQ(St(r), 400);
 
   // Referrers: an artifact whose subject is the image.
   std::string acfg = "{}";
@@ -470,18 +480,18 @@ TEST(RegistryProtocol, ManifestsTagsCatalogReferrers) {
               {"annotations", {{"org.example", "yes"}}}};
   std::string ad = DigestOf(art.dump());
   auto pr = c->Put(("/v2/man/app/manifests/" + ad).c_str(), art.dump(), kOciManifest);
-  ASSERT_EQ(pr->status, 201) << pr->body;
+  ASSERT_EQ(St(pr), 201) << pr->body;
   EXPECT_EQ(pr->get_header_value("OCI-Subject"), md);
   r = c->Get("/v2/man/app/referrers/" + md);
-  ASSERT_EQ(r->status, 200);
+  ASSERT_EQ(St(r), 200);
   EXPECT_EQ(r->get_header_value("Content-Type"), kOciIndex);
-  json idx = json::parse(r->body);
+  json idx = json::parse(Body(r));
   ASSERT_EQ(idx["manifests"].size(), 1u);
   EXPECT_EQ(idx["manifests"][0]["digest"], ad);
   EXPECT_EQ(idx["manifests"][0]["artifactType"], "application/vnd.example.sbom");
   EXPECT_EQ(idx["manifests"][0]["annotations"]["org.example"], "yes");
   r = c->Get("/v2/man/app/referrers/" + md + "?artifactType=other");
-  EXPECT_EQ(json::parse(r->body)["manifests"].size(), 0u);
+  EXPECT_EQ(json::parse(Body(r))["manifests"].size(), 0u);
   EXPECT_EQ(r->get_header_value("OCI-Filters-Applied"), "artifactType");
 
   // An index over the image.
@@ -494,13 +504,13 @@ TEST(RegistryProtocol, ManifestsTagsCatalogReferrers) {
 
   // Delete a tag, then the manifest (which drops its remaining tags).
   r = c->Delete("/v2/man/app/manifests/v3");
-  EXPECT_EQ(r->status, 202);
-  EXPECT_EQ(c->Get("/v2/man/app/manifests/v3")->status, 404);
+  EXPECT_EQ(St(r), 202);
+  EXPECT_EQ(St(c->Get("/v2/man/app/manifests/v3")), 404);
   r = c->Delete(("/v2/man/app2/manifests/" + md).c_str());
-  EXPECT_EQ(r->status, 202);
-  EXPECT_EQ(c->Get("/v2/man/app2/manifests/x")->status, 404);
-  EXPECT_EQ(c->Get(("/v2/man/app2/manifests/" + md).c_str())->status, 404);
-  EXPECT_EQ(c->Get(("/v2/man/app/manifests/" + md).c_str())->status, 200);
+  EXPECT_EQ(St(r), 202);
+  EXPECT_EQ(St(c->Get("/v2/man/app2/manifests/x")), 404);
+  EXPECT_EQ(St(c->Get(("/v2/man/app2/manifests/" + md).c_str())), 404);
+  EXPECT_EQ(St(c->Get(("/v2/man/app/manifests/" + md).c_str())), 200);
 }
 
 // ipfly's own GatewaySource (what the snapshotter uses with gateway=http://registry) reads the
@@ -510,8 +520,8 @@ TEST(RegistryGateway, InteroperatesWithGatewaySource) {
   std::string data = RandomBytes(5 * 1024 * 1024 + 3, 3);
   std::string d = PushBlob(*c, "gw/blob", data);
   auto r = c->Get("/ipfly/v1/layers/" + d);
-  ASSERT_EQ(r->status, 200);
-  auto cid = mf::Cid::Parse(json::parse(r->body)["cid"].get<std::string>());
+  ASSERT_EQ(St(r), 200);
+  auto cid = mf::Cid::Parse(json::parse(Body(r))["cid"].get<std::string>());
   ASSERT_TRUE(cid.ok());
 
   fetch::GatewaySource gw(g_reg->url(), nullptr);
@@ -550,16 +560,16 @@ TEST(RegistryGateway, InteroperatesWithGatewaySource) {
 
   // Raw via Accept, HEAD, unknown CID, unsupported format.
   auto raw = c->Get(("/ipfs/" + cid->ToString()).c_str(), {{"Accept", "application/vnd.ipld.raw"}});
-  ASSERT_EQ(raw->status, 200);
+  ASSERT_EQ(St(raw), 200);
   EXPECT_EQ(raw->get_header_value("Content-Type"), "application/vnd.ipld.raw");
-  EXPECT_EQ(raw->body, std::string(AsString(root->data())));
+  EXPECT_EQ(Body(raw), std::string(AsString(root->data())));
   auto head = c->Head(("/ipfs/" + cid->ToString() + "?format=raw").c_str());
-  EXPECT_EQ(head->status, 200);
+  EXPECT_EQ(St(head), 200);
   auto missing =
       c->Get("/ipfs/bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e?format=raw");
-  EXPECT_EQ(missing->status, 404);
+  EXPECT_EQ(St(missing), 404);
   auto bad = c->Get("/ipfs/notacid?format=raw");
-  EXPECT_EQ(bad->status, 400);
+  EXPECT_EQ(St(bad), 400);
 }
 
 // A corrupt block aborts the blob response (never wrong bytes); a catalog that maps a digest to
@@ -575,7 +585,7 @@ TEST(RegistryFaults, CorruptBlockAndDigestMismatchAbort) {
 
   // Point a's digest at the CID of `other` (same size, different bytes).
   auto ro = c->Get("/ipfly/v1/layers/" + DigestOf(other));
-  std::string cid_other = json::parse(ro->body)["cid"];
+  std::string cid_other = json::parse(Body(ro))["cid"];
   reg.Stop();
   {
     sqlite3* db_h = nullptr;
@@ -599,14 +609,14 @@ TEST(RegistryFaults, CorruptBlockAndDigestMismatchAbort) {
   reg.Start();
   c = reg.Client();
   auto r = c->Get("/v2/f/a/blobs/" + db);
-  EXPECT_TRUE(!r || r->body.size() < b.size()) << "corrupt content must not be served";
+  EXPECT_TRUE(!r || Body(r).size() < b.size()) << "corrupt content must not be served";
   r = c->Get("/v2/f/a/blobs/" + db, {{"Range", "bytes=262144-524287"}});
-  EXPECT_TRUE(!r || r->body.size() < 262144u);
+  EXPECT_TRUE(!r || Body(r).size() < 262144u);
   // a's digest now maps to other bytes: the sha256 check drops the connection before the end.
   r = c->Get("/v2/f/a/blobs/" + da);
-  EXPECT_TRUE(!r || r->body.size() < a.size());
+  EXPECT_TRUE(!r || Body(r).size() < a.size());
   auto m = c->Get("/metrics");
-  EXPECT_NE(m->body.find("ipfly_registry_digest_mismatches_total 1"), std::string::npos) << m->body;
+  EXPECT_NE(Body(m).find("ipfly_registry_digest_mismatches_total 1"), std::string::npos) << Body(m);
 }
 
 // kill -9 during a chunked upload: after a restart nothing partial is visible, the upload is
@@ -624,10 +634,10 @@ TEST(RegistryFaults, Kill9DuringChunkedUpload) {
 
   std::string big = RandomBytes(4 << 20, 21);
   auto r = c->Post("/v2/crash/app/blobs/uploads/", "", "application/octet-stream");
-  ASSERT_EQ(r->status, 202);
+  ASSERT_EQ(St(r), 202);
   std::string loc = r->get_header_value("Location");
   auto p = c->Patch(loc.c_str(), big.data(), 2 << 20, "application/octet-stream");
-  ASSERT_EQ(p->status, 202);
+  ASSERT_EQ(St(p), 202);
   // Also a request in flight: a second PATCH cut off by the kill.
   std::thread writer([&] {
     httplib::Client c2("127.0.0.1", reg.port());
@@ -641,13 +651,13 @@ TEST(RegistryFaults, Kill9DuringChunkedUpload) {
   reg.Start();
   c = reg.Client();
   EXPECT_TRUE(fs::is_empty(reg.root() + "/uploads"));
-  EXPECT_EQ(c->Get(loc.c_str())->status, 404);
-  EXPECT_EQ(c->Head(("/v2/crash/app/blobs/" + DigestOf(big)).c_str())->status, 404);
-  EXPECT_EQ(c->Get(("/ipfly/v1/layers/" + DigestOf(big)).c_str())->status, 404);
+  EXPECT_EQ(St(c->Get(loc.c_str())), 404);
+  EXPECT_EQ(St(c->Head(("/v2/crash/app/blobs/" + DigestOf(big)).c_str())), 404);
+  EXPECT_EQ(St(c->Get(("/ipfly/v1/layers/" + DigestOf(big)).c_str())), 404);
   auto got = c->Get("/v2/crash/app/manifests/ok");
-  ASSERT_EQ(got->status, 200);
-  EXPECT_EQ(got->body, m);
-  EXPECT_EQ(c->Get(("/v2/crash/app/blobs/" + DigestOf(layer)).c_str())->body, layer);
+  ASSERT_EQ(St(got), 200);
+  EXPECT_EQ(Body(got), m);
+  EXPECT_EQ(Body(c->Get(("/v2/crash/app/blobs/" + DigestOf(layer)).c_str())), layer);
   // The catalog passes SQLite's integrity check.
   sqlite3* db_h = nullptr;
   ASSERT_EQ(sqlite3_open((reg.root() + "/catalog.db").c_str(), &db_h), SQLITE_OK);
@@ -672,28 +682,28 @@ TEST(RegistryOps, ReadOnlyTokenAndSizeLimit) {
   reg.Start({"--config", d / "cfg.toml"});
   auto c = reg.Client();
   auto r = c->Post("/v2/t/x/blobs/uploads/?digest=" + DigestOf("a"), "a", "text/plain");
-  EXPECT_EQ(r->status, 401);
+  EXPECT_EQ(St(r), 401);
   EXPECT_EQ(ErrorCode(r), "UNAUTHORIZED");
   EXPECT_FALSE(r->get_header_value("WWW-Authenticate").empty());
   c->set_bearer_token_auth("s3cret");
   r = c->Post("/v2/t/x/blobs/uploads/?digest=" + DigestOf("a"), "a", "text/plain");
-  EXPECT_EQ(r->status, 201);
+  EXPECT_EQ(St(r), 201);
   auto c2 = reg.Client();
   c2->set_basic_auth("anyone", "s3cret");
   std::string big(2 << 20, 'z');
   r = c2->Post("/v2/t/x/blobs/uploads/?digest=" + DigestOf(big), big, "text/plain");
   ASSERT_TRUE(r);
-  EXPECT_EQ(r->status, 413);
-  EXPECT_EQ(c2->Get(("/v2/t/x/blobs/" + DigestOf("a")).c_str())->status, 200);
+  EXPECT_EQ(St(r), 413);
+  EXPECT_EQ(St(c2->Get(("/v2/t/x/blobs/" + DigestOf("a")).c_str())), 200);
   reg.Stop();
 
   Registry ro;
   ro.Start({"--read-only"});
   auto c3 = ro.Client();
-  EXPECT_EQ(c3->Get("/v1/search?q=x")->status, 200);
+  EXPECT_EQ(St(c3->Get("/v1/search?q=x")), 200);
   r = c3->Post("/v2/t/x/blobs/uploads/", "", "text/plain");
-  EXPECT_EQ(r->status, 405);
-  EXPECT_EQ(c3->Get("/v2/")->status, 200);
+  EXPECT_EQ(St(r), 405);
+  EXPECT_EQ(St(c3->Get("/v2/")), 200);
 }
 
 // htpasswd (bcrypt, $2y$ and $2b$ hashes) push auth with a real client; anonymous pulls stay open.
@@ -727,9 +737,9 @@ TEST(RegistryOps, HtpasswdPushWithSkopeo) {
   EXPECT_EQ(ok.exit_code, 0) << ok.err << reg.log();
   EXPECT_EQ(push("bob:pw1").exit_code, 0);
   auto c = reg.Client();
-  EXPECT_EQ(c->Get("/v2/auth/bb/manifests/1")->status, 200);  // anonymous pull
-  EXPECT_EQ(c->Get("/v2/")->status, 401);
-  EXPECT_EQ(c->Delete("/v2/auth/bb/manifests/1")->status, 401);
+  EXPECT_EQ(St(c->Get("/v2/auth/bb/manifests/1")), 200);  // anonymous pull
+  EXPECT_EQ(St(c->Get("/v2/")), 401);
+  EXPECT_EQ(St(c->Delete("/v2/auth/bb/manifests/1")), 401);
 }
 
 // Docker's search API over the catalog, with descriptions from image labels.
@@ -741,13 +751,13 @@ TEST(RegistryOps, Search) {
   PushBlob(*c, "search/findme", cfg);
   PushManifest(*c, "search/findme", "latest", MakeManifest(cfg, {}));
   auto r = c->Get("/v1/search?q=findme&n=5");
-  ASSERT_EQ(r->status, 200);
-  json j = json::parse(r->body);
+  ASSERT_EQ(St(r), 200);
+  json j = json::parse(Body(r));
   ASSERT_EQ(j["num_results"], 1);
   EXPECT_EQ(j["query"], "findme");
   EXPECT_EQ(j["results"][0]["name"], "search/findme");
   EXPECT_EQ(j["results"][0]["description"], "a searchable image");
-  EXPECT_EQ(json::parse(c->Get("/v1/search?q=nomatchatall")->body)["num_results"], 0);
+  EXPECT_EQ(json::parse(Body(c->Get("/v1/search?q=nomatchatall")))["num_results"], 0);
 }
 
 // skopeo (containers/image) pushes an OCI and a Docker schema2 image, copies them back, inspects
@@ -819,8 +829,8 @@ TEST(RegistryClients, SkopeoPushPullInspect) {
   for (const auto& l : manifest_json["layers"]) {
     auto c = g_reg->Client();
     auto r = c->Get(("/ipfly/v1/layers/" + l["digest"].get<std::string>()).c_str());
-    ASSERT_EQ(r->status, 200);
-    json j = json::parse(r->body);
+    ASSERT_EQ(St(r), 200);
+    json j = json::parse(Body(r));
     EXPECT_FALSE(j["index_cid"].get<std::string>().empty());
     EXPECT_EQ(j["mediaType"], l["mediaType"]);
   }
@@ -840,17 +850,17 @@ TEST(RegistryClients, IpfsFormatView) {
 
   auto c = g_reg->Client();
   auto orig = c->Get("/v2/view/app/manifests/1");
-  ASSERT_EQ(orig->status, 200);
+  ASSERT_EQ(St(orig), 200);
   auto r = c->Get("/v2/ipfs/view/app/manifests/1");
-  ASSERT_EQ(r->status, 200) << r->body;
+  ASSERT_EQ(St(r), 200) << Body(r);
   std::string vd = r->get_header_value("Docker-Content-Digest");
-  EXPECT_EQ(vd, DigestOf(r->body));
+  EXPECT_EQ(vd, DigestOf(Body(r)));
   EXPECT_NE(vd, orig->get_header_value("Docker-Content-Digest"));
-  json m = json::parse(r->body);
+  json m = json::parse(Body(r));
   ASSERT_EQ(m["layers"].size(), 2u);
   for (const auto& l : m["layers"]) {
     auto lr = c->Get(("/ipfly/v1/layers/" + l["digest"].get<std::string>()).c_str());
-    json lj = json::parse(lr->body);
+    json lj = json::parse(Body(lr));
     EXPECT_EQ(l["urls"][0], "ipfs://" + lj["cid"].get<std::string>());
     EXPECT_EQ(l["annotations"]["containerd.io/snapshot/ipfly.cid"], lj["cid"]);
     EXPECT_EQ(l["annotations"]["containerd.io/snapshot/ipfly.index"], lj["index_cid"]);
@@ -858,12 +868,12 @@ TEST(RegistryClients, IpfsFormatView) {
   EXPECT_TRUE(m["config"]["urls"][0].get<std::string>().starts_with("ipfs://bafk"));
   // Same bytes by digest, and again by tag.
   auto byd = c->Get(("/v2/ipfs/view/app/manifests/" + vd).c_str());
-  ASSERT_EQ(byd->status, 200);
-  EXPECT_EQ(byd->body, r->body);
-  EXPECT_EQ(c->Get("/v2/ipfs/view/app/manifests/1")->body, r->body);
+  ASSERT_EQ(St(byd), 200);
+  EXPECT_EQ(Body(byd), Body(r));
+  EXPECT_EQ(Body(c->Get("/v2/ipfs/view/app/manifests/1")), Body(r));
   // Views are read-only; tags come from the repository.
-  EXPECT_EQ(c->Put("/v2/ipfs/view/app/manifests/2", r->body, kOciManifest)->status, 405);
-  EXPECT_EQ(json::parse(c->Get("/v2/ipfs/view/app/tags/list")->body)["tags"], json({"1"}));
+  EXPECT_EQ(St(c->Put("/v2/ipfs/view/app/manifests/2", Body(r), kOciManifest)), 405);
+  EXPECT_EQ(json::parse(Body(c->Get("/v2/ipfs/view/app/tags/list")))["tags"], json({"1"}));
   // A real client pulls the view (containers/image skips ipfs:// urls, fetches from the registry).
   cp = RunCmd({"skopeo", "copy", "--src-tls-verify=false", "docker://" + host + "/ipfs/view/app:1",
                "oci:" + d / "out" + ":x"});
@@ -886,7 +896,7 @@ class DockerRegistry {
         [&] {
           httplib::Client c("127.0.0.1", port_);
           auto r = c.Get("/v2/");
-          return r && r->status == 200;
+          return r && St(r) == 200;
         },
         std::chrono::seconds(10)))
         << ReadFile(dir_ / "log");
@@ -928,15 +938,15 @@ TEST(RegistryMirror, PullThroughDockerRegistry) {
   auto c = mirror.Client();
   // containerd mirrors add ?ns=; the manifest is byte-identical to upstream's.
   auto m = c->Get("/v2/library/bb/manifests/1?ns=docker.io");
-  ASSERT_EQ(m->status, 200);
-  EXPECT_EQ(m->body, raw_up.out);
-  json mj = json::parse(m->body);
+  ASSERT_EQ(St(m), 200);
+  EXPECT_EQ(Body(m), raw_up.out);
+  json mj = json::parse(Body(m));
   for (const auto& l : mj["layers"]) {
     auto r = c->Get(("/ipfly/v1/layers/" + l["digest"].get<std::string>()).c_str());
-    ASSERT_EQ(r->status, 200);
-    EXPECT_FALSE(json::parse(r->body)["index_cid"].get<std::string>().empty());
+    ASSERT_EQ(St(r), 200);
+    EXPECT_FALSE(json::parse(Body(r))["index_cid"].get<std::string>().empty());
   }
-  auto metrics = c->Get("/metrics")->body;
+  auto metrics = Body(c->Get("/metrics"));
   EXPECT_NE(metrics.find("ipfly_registry_upstream_misses_total 4"), std::string::npos) << metrics;
 
   // The IPFS-format view of a not-yet-mirrored image mirrors it whole (every blob needs a CID).
@@ -947,14 +957,14 @@ TEST(RegistryMirror, PullThroughDockerRegistry) {
                "docker://" + up.host() + "/library/bb2:1"});
   ASSERT_EQ(cp.exit_code, 0) << cp.err;
   auto view = c->Get("/v2/ipfs/library/bb2/manifests/1");
-  ASSERT_EQ(view->status, 200) << view->body << mirror.log();
-  json vj = json::parse(view->body);
+  ASSERT_EQ(St(view), 200) << Body(view) << mirror.log();
+  json vj = json::parse(Body(view));
   for (const auto& l : vj["layers"]) {
     ASSERT_TRUE(l.contains("urls")) << l;
     EXPECT_TRUE(l["urls"][0].get<std::string>().starts_with("ipfs://"));
     EXPECT_TRUE(l["annotations"].contains("containerd.io/snapshot/ipfly.index"));
   }
-  EXPECT_EQ(c->Get("/v2/ipfs/library/nope/manifests/1")->status, 404);
+  EXPECT_EQ(St(c->Get("/v2/ipfs/library/nope/manifests/1")), 404);
 
   up.Stop();
   cp = RunCmd({"skopeo", "copy", "--src-tls-verify=false",
@@ -967,11 +977,11 @@ TEST(RegistryMirror, PullThroughDockerRegistry) {
   // A range read of a mirrored layer is served from IPFS.
   std::string ld = mj["layers"][0]["digest"];
   auto rr = c->Get(("/v2/library/bb/blobs/" + ld).c_str(), {{"Range", "bytes=10-19"}});
-  ASSERT_EQ(rr->status, 206);
-  EXPECT_EQ(rr->body.size(), 10u);
+  ASSERT_EQ(St(rr), 206);
+  EXPECT_EQ(Body(rr).size(), 10u);
   auto miss = c->Get("/v2/library/bb/manifests/2");
   ASSERT_TRUE(miss);
-  EXPECT_EQ(miss->status, 503);
+  EXPECT_EQ(St(miss), 503);
   EXPECT_EQ(ErrorCode(miss), "UNAVAILABLE");
 }
 
@@ -985,12 +995,12 @@ TEST(RegistryMirror, Kill9DuringMirrorImportAndSigterm) {
   {
     httplib::Client c("127.0.0.1", up.port());
     auto r = c.Post("/v2/mir/big/blobs/uploads/", "", "application/octet-stream");
-    ASSERT_TRUE(r && r->status == 202);
+    ASSERT_TRUE(r && St(r) == 202);
     std::string loc = r->get_header_value("Location");
     std::string path = loc.substr(loc.find("/v2/"));
     path += (path.find('?') == std::string::npos ? "?" : "&") + std::string("digest=") + bd;
     auto p = c.Put(path.c_str(), big, "application/octet-stream");
-    ASSERT_TRUE(p && p->status == 201) << (p ? p->body : "no response");
+    ASSERT_TRUE(p && St(p) == 201) << (p ? p->body : "no response");
   }
   Registry mirror;
   mirror.Start({"--upstream", "http://127.0.0.1:" + std::to_string(up.port())});
@@ -1012,10 +1022,10 @@ TEST(RegistryMirror, Kill9DuringMirrorImportAndSigterm) {
   up.Stop();
   mirror.Start({"--upstream", "http://127.0.0.1:" + std::to_string(up.port())});
   auto c = mirror.Client();
-  EXPECT_EQ(c->Get(("/ipfly/v1/layers/" + bd).c_str())->status, 404);
+  EXPECT_EQ(St(c->Get(("/ipfly/v1/layers/" + bd).c_str())), 404);
   auto r = c->Get(("/v2/mir/big/blobs/" + bd).c_str());
   ASSERT_TRUE(r);
-  EXPECT_EQ(r->status, 503);
+  EXPECT_EQ(St(r), 503);
   EXPECT_EQ(ErrorCode(r), "UNAVAILABLE");
   EXPECT_TRUE(fs::is_empty(mirror.root() + "/uploads"));
 
@@ -1078,11 +1088,11 @@ TEST(RegistryMirror, BearerTokenUpstream) {
       res.status = 502;
       return;
     }
-    res.status = r->status;
+    res.status = St(r);
     for (const char* k : {"Docker-Content-Digest", "Content-Length"}) {
       if (r->has_header(k)) res.set_header(k, r->get_header_value(k));
     }
-    res.set_content(r->body, r->get_header_value("Content-Type"));
+    res.set_content(Body(r), r->get_header_value("Content-Type"));
   });
   std::thread t([&] { proxy.listen("127.0.0.1", pport); });
   ASSERT_TRUE(WaitFor([&] { return proxy.is_running(); }, std::chrono::seconds(5)));
@@ -1120,11 +1130,11 @@ TEST(RegistryLoad, FiftyPullsTenPushes) {
       httplib::Client cl("127.0.0.1", g_reg->port());
       cl.set_read_timeout(120, 0);
       auto r = cl.Get("/v2/load/img/manifests/latest");
-      if (!r || r->status != 200 || r->body != m) {
+      if (!r || St(r) != 200 || Body(r) != m) {
         ++errors;
         return;
       }
-      json j = json::parse(r->body);
+      json j = json::parse(Body(r));
       std::vector<json> descs = {j["config"]};
       for (const auto& l : j["layers"]) descs.push_back(l);
       for (const auto& dsc : descs) {
@@ -1145,7 +1155,7 @@ TEST(RegistryLoad, FiftyPullsTenPushes) {
       PushBlobChunked(cl, repo, pl, 256 * 1024);
       std::string pm = MakeManifest(pc, {pl});
       auto r = cl.Put(("/v2/" + repo + "/manifests/t").c_str(), pm, kOciManifest);
-      if (!r || r->status != 201) ++errors;
+      if (!r || St(r) != 201) ++errors;
       auto g = cl.Get(("/v2/" + repo + "/blobs/" + DigestOf(pl)).c_str());
       if (!g || g->body != pl) ++errors;
     });
