@@ -589,7 +589,7 @@ int RunCli(int argc, char** argv) {
   auto* index = app.add_subcommand("index", "Build and store the layer index of a layer blob");
   index->add_option("blob", io.blob, "Layer blob file (tar, tar.gz, tar.zst) or its CID")
       ->required();
-  index->add_option("--span", io.span, "Uncompressed distance between gzip checkpoints (4MiB)");
+  index->add_option("--span", io.span, "Uncompressed distance between gzip checkpoints (512KiB)");
   AddGlobalOptions(index, &g);
   index->callback([&] { err = CmdIndex(g, io); });
 

@@ -293,7 +293,7 @@ std::optional<CliError> CmdMount(const GlobalOptions& g, const MountOptions& o) 
       if (!l.ok()) return FromError(l.error());
       idx = *l;
     } else {
-      auto b = BuildAndStoreIndex(env, layers[i], 4ull << 20);
+      auto b = BuildAndStoreIndex(env, layers[i], layer::BuildOptions{}.span);
       if (!b.ok()) return FromError(b.error());
       idx = b->first;
     }

@@ -11,7 +11,7 @@ namespace ipfly::cli {
 
 struct IndexOptions {
   std::string blob;  // a local blob file, or the CID of a blob in IPFS
-  std::string span = "4MiB";
+  std::string span = "512KiB";
 };
 std::optional<CliError> CmdIndex(const GlobalOptions& g, const IndexOptions& o);
 

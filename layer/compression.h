@@ -77,7 +77,7 @@ struct AccessPoint {
 };
 
 struct IndexerOptions {
-  uint64_t span = 4ull << 20;  // minimum uncompressed distance between gzip checkpoints
+  uint64_t span = 512ull << 10;  // minimum uncompressed distance between gzip checkpoints
   // gzip: keep only the window bytes that the data after each checkpoint references (found by
   // decoding its first 32 KiB while indexing, then checked by decompressing that stretch with the
   // sparse window through zlib; a window that fails the check stays dense). Spans under 32 KiB

@@ -73,7 +73,7 @@ struct LayerIndex {
 };
 
 struct BuildOptions {
-  uint64_t span = 4ull << 20;
+  uint64_t span = 512ull << 10;  // default: docs/layer-index.md ("Span size")
   bool sparse_windows = true;  // IndexerOptions::sparse_windows
 };
 
