@@ -74,7 +74,7 @@ struct LayerIndex {
 
 struct BuildOptions {
   uint64_t span = 512ull << 10;  // default: docs/layer-index.md ("Span size")
-  bool sparse_windows = true;  // IndexerOptions::sparse_windows
+  bool sparse_windows = true;    // IndexerOptions::sparse_windows
 };
 
 // Streaming builder: feed the compressed blob in order, then Finish.
