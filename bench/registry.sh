@@ -16,7 +16,8 @@ ipfly_need skopeo docker-registry curl python3 gzip
 SIZE_MIB=${SIZE_MIB:-200}
 RUNS=${RUNS:-3}
 W=$(mktemp -d /tmp/ipfly-rbench.XXXXXX)
-trap 'ipfly_e2e_cleanup "$W"' EXIT
+# set +e: a failing step inside the cleanup must not skip the rm.
+trap 'set +e; ipfly_e2e_cleanup "$W"; rm -rf "$W"' EXIT
 
 # --- the image: OCI layout with one gzip layer ----------------------------------------------------
 mkdir -p "$W/src/data" "$W/img/blobs/sha256"

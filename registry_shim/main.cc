@@ -1,5 +1,7 @@
 // ipfly-registry: thin main over registry_shim/ (flags, config, signals).
 #include <signal.h>
+#include <sys/prctl.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -43,6 +45,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> sources;
   size_t threads = 0;
   bool read_only = false;
+  bool exit_with_parent = false;
   app.add_option("--listen", listen,
                  "HOST:PORT to listen on (default from config: 127.0.0.1:5000)");
   app.add_option("--root", root, "catalog, uploads (and, without --config, the block store)");
@@ -52,7 +55,13 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "HTTP worker threads (default 128)");
   app.add_flag("--read-only", read_only, "refuse pushes and deletes");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error (default info)");
+  app.add_flag("--exit-with-parent", exit_with_parent,
+               "get SIGTERM when the parent process dies (test harnesses)");
   CLI11_PARSE(app, argc, argv);
+  if (exit_with_parent) {
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() == 1) return 1;  // the parent is already gone
+  }
 
   ipfly::Config config;
   if (!config_path.empty()) {

@@ -75,6 +75,7 @@ class Registry {
                                      "127.0.0.1:" + std::to_string(port_),
                                      "--root",
                                      root_,
+                                     "--exit-with-parent",
                                      "--log-level",
                                      getenv("REG_TEST_LOG") ? getenv("REG_TEST_LOG") : "warn"};
     argv.insert(argv.end(), extra.begin(), extra.end());
