@@ -143,6 +143,33 @@ TEST_F(FuseLazyLayersTest, LabelsAttachReadDetach) {
   EXPECT_TRUE(lazy->Layers().empty());
 }
 
+TEST_F(FuseLazyLayersTest, BackgroundFetchCompletesAndFillsSpanCache) {
+  Config c = config_;
+  c.snapshotter.background_fetch = true;
+  auto lazy = Make(c);
+  ASSERT_TRUE(lazy);
+  auto rl = lazy->Resolve({{"containerd.io/snapshot/ipfly.cid", gz_.blob_cid},
+                           {"containerd.io/snapshot/ipfly.index", gz_.index_cid}});
+  ASSERT_TRUE(rl.ok()) << rl.error().ToString();
+  auto dir = lazy->Attach("5", *rl);
+  ASSERT_TRUE(dir.ok());
+  bool done = testing::WaitFor(
+      [&] {
+        auto l = lazy->Layers();
+        return l.size() == 1 && l[0].background_complete;
+      },
+      std::chrono::seconds(30));
+  ASSERT_TRUE(done) << "background fetch did not complete";
+  EXPECT_GE(lazy->Layers()[0].bytes_fetched, gz_.size);
+  // Every span is now in the span cache: the data file holds the whole uncompressed stream.
+  struct stat st {};
+  std::string data = tmp_ / ("root/layers/spans/" + gz_.digest.substr(7) + ".data");
+  ASSERT_EQ(::stat(data.c_str(), &st), 0);
+  EXPECT_GE(static_cast<uint64_t>(st.st_blocks) * 512, 3u << 20);
+  EXPECT_EQ(Slurp(*dir + "/data/big.bin"), Slurp(tree_ + "/data/big.bin"));
+  ASSERT_TRUE(lazy->Detach("5").ok());
+}
+
 TEST_F(FuseLazyLayersTest, RemoteUrlsWithoutIndexBuildsIt) {
   auto lazy = Make(config_);
   ASSERT_TRUE(lazy);

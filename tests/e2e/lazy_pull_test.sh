@@ -66,6 +66,10 @@ out=$("${CTR[@]}" run --rm --snapshotter ipfly "$R/e2e/py:1" py1)
 echo "pull + run: $(ipfly_since "$t0") s"
 check '[ "$out" = "python ready" ]' "python container printed '$out'"
 check '[ "$(layer_blobs_in_content_store "$W/py.tar")" = 0 ]' "no python layer blob was downloaded by containerd"
+for d in $(ipfly_image_layers "$W/py.tar"); do
+  if grep -q "GET /v2/e2e/py/blobs/$d" "$W/reg/registry.log"; then ipfly_die "the registry log shows a download of layer $d"; fi
+done
+echo "ok: the registry log shows no layer blob download (containerd fetched manifest and config only)"
 # shellcheck disable=SC2046
 fetched=$(ipfly_lazy_fetched "$M" $(ipfly_image_layers "$W/py.tar"))
 echo "fetched $fetched of $size layer bytes"
