@@ -584,6 +584,27 @@ class FuseLazyLayers : public LazyLayers {
       fs::remove(root_ + "/layers/spans/" + hex + ext, ec);
     }
     IPFLY_LOG_INFO("released lazy layer {}", l.remote.blob_cid);
+    PruneSpanCaches();
+  }
+
+  // Removes span caches of layers no snapshot has attached (e.g. left by snapshots removed while
+  // the snapshotter was down).
+  void PruneSpanCaches() {
+    std::set<std::string> keep;
+    {
+      std::lock_guard lk(mu_);
+      for (const auto& [blob, l] : layers_) {
+        if (l->index->layer_digest) keep.insert(l->index->layer_digest->hex());
+      }
+    }
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(root_ + "/layers/spans", ec)) {
+      std::string stem = e.path().stem().string();
+      if (!keep.count(stem)) {
+        fs::remove(e.path(), ec);
+        IPFLY_LOG_INFO("removed unused span cache {}", e.path().string());
+      }
+    }
   }
 
   Config config_;

@@ -138,8 +138,10 @@ TEST_F(FuseLazyLayersTest, LabelsAttachReadDetach) {
   std::string spans = tmp_ / "root/layers/spans";
   std::string hex = gz_.digest.substr(7);
   EXPECT_TRUE(fs::exists(spans + "/" + hex + ".data"));
+  std::ofstream(spans + "/" + std::string(64, 'c') + ".data") << "left by a removed snapshot";
   ASSERT_TRUE(lazy->Detach("8").ok());
   EXPECT_FALSE(fs::exists(spans + "/" + hex + ".data"));
+  EXPECT_FALSE(fs::exists(spans + "/" + std::string(64, 'c') + ".data"));
   EXPECT_TRUE(lazy->Layers().empty());
 }
 
@@ -209,6 +211,7 @@ TEST_F(FuseLazyLayersTest, ResolverByDigest) {
       res.set_content("{\"errors\":[{\"code\":\"BLOB_UNKNOWN\"}]}", "application/json");
     }
   });
+  srv.set_keep_alive_timeout(0);  // let stop() return at once despite pooled connections
   int port = srv.bind_to_any_port("127.0.0.1");
   std::thread t([&] { srv.listen_after_bind(); });
   Config c = config_;
