@@ -41,7 +41,7 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
 
   CLI::App app{"ipfly-registry: OCI distribution registry on IPFS"};
-  std::string listen, root, config_path, upstream, log_level;
+  std::string listen, root, config_path, upstream, log_level, publish_kubo;
   std::vector<std::string> sources;
   size_t threads = 0;
   bool read_only = false;
@@ -52,6 +52,8 @@ int main(int argc, char** argv) {
   app.add_option("--config", config_path, "ipfly TOML config file");
   app.add_option("--upstream", upstream, "pull-through mirror upstream registry URL");
   app.add_option("--source", sources, "extra block source: gateway=URL or kubo=URL (repeatable)");
+  app.add_option("--publish-kubo", publish_kubo,
+                 "Kubo RPC URL to publish pushed and mirrored content to (dag/import + pin)");
   app.add_option("--threads", threads, "HTTP worker threads (default 128)");
   app.add_flag("--read-only", read_only, "refuse pushes and deletes");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error (default info)");
@@ -84,6 +86,7 @@ int main(int argc, char** argv) {
   if (!listen.empty()) config.registry.listen = listen;
   if (!upstream.empty()) config.registry.upstream = upstream;
   if (read_only) config.registry.read_only = true;
+  if (!publish_kubo.empty()) config.registry.publish_kubo = publish_kubo;
   for (const auto& s : sources) {
     auto spec = ipfly::SourceSpec::Parse(s);
     if (!spec.ok()) {

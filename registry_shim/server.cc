@@ -33,6 +33,7 @@
 #include "registry_shim/catalog.h"
 #include "registry_shim/http_server.h"
 #include "registry_shim/ingest.h"
+#include "registry_shim/publisher.h"
 #include "registry_shim/upstream.h"
 #include "registry_shim/validate.h"
 
@@ -167,6 +168,7 @@ struct RegistryServer::Impl {
   fetch::BlockStore* store = nullptr;
   std::unique_ptr<HttpServer> http;
   std::unique_ptr<UpstreamClient> upstream;  // null unless mirroring
+  std::unique_ptr<KuboPublisher> publisher;  // null unless publish_kubo is set
 
   // (digest, CID) pairs whose whole-blob sha256 matched while streaming in this process. The
   // bytes of a CID never change (every block is verified against its CID on read), so a pair
@@ -190,6 +192,11 @@ struct RegistryServer::Impl {
       upstream_misses{0}, upstream_errors{0}, upstream_bytes{0};
 
   // ---- helpers -------------------------------------------------------------------------------
+
+  // Hands freshly imported content to the Kubo publisher (asynchronous; never fails the caller).
+  void Publish(std::string what, const std::vector<std::string>& roots) {
+    if (publisher) publisher->Enqueue(std::move(what), roots);
+  }
 
   static std::string Param(const Request& req, const char* key) {
     return req.has_param(key) ? req.get_param_value(key) : std::string();
@@ -645,6 +652,7 @@ struct RegistryServer::Impl {
       return InternalError(res, s.error());
     }
     manifests_pushed.fetch_add(1);
+    Publish("manifest " + name + "@" + digest, {info.cid});
     res.status = 201;
     res.set_header("Location", "/v2/" + name + "/manifests/" + digest);
     res.set_header("Docker-Content-Digest", digest);
@@ -780,6 +788,7 @@ struct RegistryServer::Impl {
     if (Status s = catalog->PutManifest(name, info, is_digest ? "" : ref, {}, {}); !s.ok()) {
       return InternalError(res, s.error());
     }
+    Publish("manifest " + name + "@" + info.digest, {info.cid});
     GetManifest(req, res, name, ref);
   }
 
@@ -874,6 +883,7 @@ struct RegistryServer::Impl {
     b.index_cid = ing.index_cid;
     IPFLY_RETURN_IF_ERROR(catalog->PutBlob(b, name));
     blobs_ingested.fetch_add(1);
+    Publish("blob " + digest, {b.cid, b.index_cid});
     if (forward && !held.empty() && !forward(held.data(), held.size())) {
       return Error(Errc::kCancelled, "client went away at the end (blob cached)");
     }
@@ -994,8 +1004,11 @@ struct RegistryServer::Impl {
     out.digest = Digest::FromSha256(Sha256Of(AsBytes(out.content))).ToString();
     out.subject.clear();  // the view has no referrers of its own
     out.cid = IPFLY_TRY(IngestBytes(AsBytes(out.content), profile, store));
-    IPFLY_RETURN_IF_ERROR(
-        catalog->PutManifest(std::string(kIpfsPrefix) + base, out, "", blob_digests, {}));
+    const std::string view = std::string(kIpfsPrefix) + base;
+    // The view is rewritten on every GET by tag; publish a rewritten manifest only once.
+    const bool fresh = !IPFLY_TRY(catalog->GetManifest(view, out.digest)).has_value();
+    IPFLY_RETURN_IF_ERROR(catalog->PutManifest(view, out, "", blob_digests, {}));
+    if (fresh) Publish("manifest " + view + "@" + out.digest, {out.cid});
     return out;
   }
 
@@ -1292,6 +1305,7 @@ struct RegistryServer::Impl {
       b.index_cid = ing->index_cid;
       if (Status s = catalog->PutBlob(b, name); !s.ok()) return InternalError(res, s.error());
       blobs_ingested.fetch_add(1);
+      Publish("blob " + digest, {b.cid, b.index_cid});
     }
     res.status = 201;
     res.set_header("Location", "/v2/" + name + "/blobs/" + digest);
@@ -1710,6 +1724,7 @@ struct RegistryServer::Impl {
     counter("ipfly_registry_upstream_bytes_total", upstream_bytes.load());
     counter("ipfly_registry_tls_hellos_total", http ? http->tls_hellos() : 0);
     out += fetcher->MetricsText();
+    if (publisher) out += publisher->MetricsText();
     return out;
   }
 
@@ -1773,6 +1788,12 @@ Result<std::unique_ptr<RegistryServer>> RegistryServer::Create(ServerOptions opt
                                                       config.registry.upstream_username,
                                                       config.registry.upstream_password);
   }
+  if (!config.registry.publish_kubo.empty()) {
+    PublisherOptions po;
+    po.kubo_url = config.registry.publish_kubo;
+    po.spool_dir = impl->root_dir + "/publish";
+    impl->publisher = IPFLY_TRY(KuboPublisher::Create(std::move(po), impl->fetcher.get()));
+  }
   impl->ufs_reader = std::make_unique<fetch::UnixfsReader>(
       impl->fetcher.get(), fetch::UnixfsReaderOptions::FromConfig(config.fetch));
 
@@ -1814,7 +1835,10 @@ Result<int> RegistryServer::Bind(const std::string& host, int port) {
 }
 
 Status RegistryServer::Serve() {
-  if (!impl_->http->listen_after_bind()) return Unavailable("listener failed");
+  bool ok = impl_->http->listen_after_bind();
+  // In-flight requests are done: publish what they queued before returning.
+  if (impl_->publisher) impl_->publisher->Shutdown();
+  if (!ok) return Unavailable("listener failed");
   return OkStatus();
 }
 
