@@ -1,0 +1,56 @@
+# shellcheck shell=bash
+# Shared by the real-client registry tests (tests/clients/*_test.sh). Sourced after the test's
+# `set -euo pipefail`. Builds on tests/e2e/lib.sh (ipfly_start_registry, ipfly_e2e_cleanup, ...).
+#
+# Network safety: every test re-executes itself inside fresh network, mount and PID namespaces
+# (`unshare --net --mount --pid --fork --kill-child`) whose only interface is `lo`, so nothing a
+# client does (Docker Hub fallback, short-name search, DNS) can leave the machine; the PID
+# namespace guarantees that every process the test started dies with it, and the private mount
+# namespace drops every mount dockerd/podman made.
+IPFLY_CLIENTS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=tests/e2e/lib.sh
+source "$IPFLY_CLIENTS_DIR/../e2e/lib.sh"
+
+# ipfly_clients_isolate "$0" "$@": call first; re-execs the script in a loopback-only netns.
+ipfly_clients_isolate() {
+  if [ "${IPFLY_CLIENTS_INNER:-}" != 1 ]; then
+    [ "$(id -u)" = 0 ] || ipfly_die "needs root (network namespace, containers)"
+    ipfly_need unshare ip
+    IPFLY_CLIENTS_INNER=1 exec unshare --net --mount --pid --fork --mount-proc --kill-child \
+      --propagation private bash "$@"
+  fi
+  ip link set lo up
+  local links; links=$(ip -o link show | awk -F': ' '{print $2}' | tr '\n' ' ')
+  [ "$links" = "lo " ] || ipfly_die "network namespace has interfaces other than lo: $links"
+  # No route except loopback: a connect to any other address fails at once (ENETUNREACH).
+  [ -z "$(ip route show)" ] || ipfly_die "unexpected routes in the test netns: $(ip route show)"
+  echo "netns: only lo (routes: none)"
+}
+
+# ipfly_clients_hide DIR...: a private empty tmpfs over each DIR (only inside this test's mount
+# namespace), so that daemons find no system state there and write none (dockerd's
+# /etc/docker/key.json, /run/docker/plugins; a system containerd socket in /run/containerd).
+# A missing DIR is created first and removed again by ipfly_clients_cleanup.
+ipfly_clients_hide() {
+  local d
+  for d in "$@"; do
+    if [ ! -d "$d" ]; then mkdir -p "$d"; IPFLY_CLIENTS_RMDIRS+=("$d"); fi
+    mount -t tmpfs -o size=16m,mode=0755 tmpfs "$d" || ipfly_die "cannot mount a tmpfs on $d"
+  done
+}
+IPFLY_CLIENTS_RMDIRS=()
+# ipfly_clients_cleanup W: ipfly_e2e_cleanup, then removes the directories ipfly_clients_hide created.
+ipfly_clients_cleanup() {
+  ipfly_e2e_cleanup "$1"
+  local d
+  for d in "${IPFLY_CLIENTS_RMDIRS[@]}"; do umount -l "$d" 2>/dev/null || true; rmdir "$d" 2>/dev/null || true; done
+}
+
+step() { echo "--- $*"; }
+check() { if eval "$1"; then echo "ok: $2"; else ipfly_die "$2 ($1)"; fi; }
+
+# ipfly_manifest_digest URL: the Docker-Content-Digest of a manifest (HEAD, any manifest type).
+ipfly_manifest_digest() {
+  curl -sfI -H 'Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json' \
+    "$1" | tr -d '\r' | awk -F': ' 'tolower($1) == "docker-content-digest" { print $2 }'
+}

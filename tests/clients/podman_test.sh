@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Issue 4, real clients: podman and buildah against ipfly-registry (loopback-only netns).
+#   - an image built offline (oci-archive) loaded into podman, `podman push` to the shim: the
+#     digest podman wrote equals the shim's Docker-Content-Digest and the manifest bytes hash to it;
+#   - `podman pull` back into an empty storage, by tag and by digest: same digest, and
+#     `podman run` prints the file of the top layer;
+#   - Docker schema2 push (`--format v2s2`) of the same image, pulled and run;
+#   - `buildah build` FROM the shim's image (pulled by buildah from the shim), `buildah push` of
+#     the result to a second repository, pulled and run by podman;
+#   - every layer blob of the pushed manifests reads back from the shim with its sha256.
+# Root only. Fails (never skips) when a tool is missing.
+# check() evals its first argument: variables in single quotes are meant.
+# shellcheck disable=SC2016,SC2034
+set -euo pipefail
+# shellcheck source=tests/clients/common.sh
+source "$(dirname "$0")/common.sh"
+ipfly_clients_isolate "$0" "$@"
+ipfly_need podman buildah conmon runc curl python3 sha256sum
+[ -x "$IPFLY_BIN_DIR/registry_shim/ipfly-registry" ] || ipfly_die "$IPFLY_BIN_DIR/registry_shim/ipfly-registry is not built"
+W=$(mktemp -d /tmp/ipfly-clients-podman.XXXXXX)
+trap 'ipfly_clients_cleanup "$W"' EXIT
+T0=$(ipfly_now)
+# podman/buildah state outside --root/--runroot (tmpdir, blob-info cache, CNI lock) stays private.
+ipfly_clients_hide /run/libpod /run/containers /var/lib/containers /etc/cni/net.d
+
+# Private storage for each tool; no system config, no short-name search, no mirrors.
+printf 'unqualified-search-registries = []\nshort-name-mode = "disabled"\n' > "$W/registries.conf"
+export CONTAINERS_REGISTRIES_CONF="$W/registries.conf"
+store() { echo "--root $W/$1/root --runroot $W/$1/run --storage-driver vfs"; }
+read -ra PM <<< "podman $(store pm) --cgroup-manager cgroupfs --events-backend file"
+read -ra PM2 <<< "podman $(store pm2) --cgroup-manager cgroupfs --events-backend file"
+read -ra BA <<< "buildah $(store ba)"
+RUN=(run --rm --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 --network none)
+
+REG=$(ipfly_freeport); R=127.0.0.1:$REG
+ipfly_start_registry "$W/reg" "$REG"
+LOG=$W/reg/registry.log
+ACCEPT='application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json'
+
+# verify_manifest REPO REF WANT_DIGEST: the manifest bytes hash to WANT_DIGEST and every blob it
+# references reads back with its digest.
+verify_manifest() {
+  local repo=$1 ref=$2 want=$3 got d
+  curl -sf -H "Accept: $ACCEPT" "http://$R/v2/$repo/manifests/$ref" -o "$W/m.json"
+  got=sha256:$(sha256sum < "$W/m.json" | cut -d' ' -f1)
+  check '[ "$got" = "$want" ]' "$repo:$ref manifest bytes hash to $want"
+  for d in $(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print(m["config"]["digest"], *[l["digest"] for l in m["layers"]])' "$W/m.json"); do
+    got=sha256:$(curl -sf "http://$R/v2/$repo/blobs/$d" | sha256sum | cut -d' ' -f1)
+    check '[ "$got" = "$d" ]' "$repo blob $d reads back"
+  done
+}
+
+step "podman: load an offline image, push to the shim (default format)"
+ipfly_make_busybox_image "$W/bb.tar" "clients/bb:1" >/dev/null
+"${PM[@]}" pull -q "oci-archive:$W/bb.tar" >/dev/null
+"${PM[@]}" push -q --tls-verify=false --digestfile "$W/d1" localhost/clients/bb:1 "$R/clients/bb:1"
+D1=$(cat "$W/d1")
+check '[ "$(ipfly_manifest_digest "http://$R/v2/clients/bb/manifests/1")" = "$D1" ]' "shim's digest for clients/bb:1 is podman's $D1"
+check 'grep -q "PUT /v2/clients/bb/manifests/1 201" "$LOG"' "access log: manifest PUT 201"
+verify_manifest clients/bb 1 "$D1"
+
+step "podman: pull back into an empty storage, by tag and by digest, and run"
+"${PM2[@]}" pull -q --tls-verify=false "$R/clients/bb:1" >/dev/null
+got=$("${PM2[@]}" image inspect --format '{{.Digest}}' "$R/clients/bb:1")
+check '[ "$got" = "$D1" ]' "pulled image digest $got"
+check 'grep -q "GET /v2/clients/bb/manifests/1 200" "$LOG"' "access log: podman GET manifest by tag"
+"${PM2[@]}" pull -q --tls-verify=false "$R/clients/bb@$D1" >/dev/null
+out=$("${PM2[@]}" "${RUN[@]}" "$R/clients/bb:1")
+check '[ "$out" = "hello from layer 2" ]' "podman run printed '$out'"
+out=$("${PM2[@]}" "${RUN[@]}" "$R/clients/bb@$D1" /bin/sh -c 'echo $((6*7)); ls /bin/busybox')
+check '[ "$out" = "$(printf "42\n/bin/busybox")" ]' "podman run by digest ran a shell: '$out'"
+
+step "podman: Docker schema2 push, pull, run"
+"${PM[@]}" push -q --tls-verify=false --format v2s2 --digestfile "$W/d2" localhost/clients/bb:1 "$R/clients/bb:v2s2"
+D2=$(cat "$W/d2")
+mt=$(curl -sf -H "Accept: $ACCEPT" "http://$R/v2/clients/bb/manifests/v2s2" | python3 -c 'import json,sys; print(json.load(sys.stdin)["mediaType"])')
+check '[ "$mt" = application/vnd.docker.distribution.manifest.v2+json ]' "v2s2 manifest stored as $mt"
+verify_manifest clients/bb v2s2 "$D2"
+"${PM2[@]}" pull -q --tls-verify=false "$R/clients/bb:v2s2" >/dev/null
+# Same config as clients/bb:1, so the same local image: its RepoDigests gain the v2s2 digest.
+check '"${PM2[@]}" image inspect --format "{{.RepoDigests}}" "$R/clients/bb:v2s2" | grep -qF "$R/clients/bb@$D2"' "pulled v2s2 image has RepoDigest $D2"
+out=$("${PM2[@]}" "${RUN[@]}" "$R/clients/bb:v2s2")
+check '[ "$out" = "hello from layer 2" ]' "podman run (v2s2) printed '$out'"
+
+step "buildah: build FROM the shim's image, push to another repository"
+mkdir -p "$W/ctx"
+echo "built by buildah" > "$W/ctx/built.txt"
+printf 'FROM %s/clients/bb:1\nCOPY built.txt /etc/built.txt\nCMD ["/bin/cat", "/etc/built.txt", "/etc/hello.txt"]\n' "$R" > "$W/ctx/Containerfile"
+"${BA[@]}" build -q --tls-verify=false --pull-always -f "$W/ctx/Containerfile" -t localhost/clients/built:1 "$W/ctx" >/dev/null
+"${BA[@]}" inspect --type image localhost/clients/built:1 > "$W/ba.json"
+base=$(python3 -c 'import json,sys; print(json.loads(json.load(open(sys.argv[1]))["Manifest"])["annotations"]["org.opencontainers.image.base.digest"])' "$W/ba.json")
+check '[ "$base" = "$D1" ]' "buildah built FROM the shim's $D1"
+"${BA[@]}" push -q --tls-verify=false --digestfile "$W/d3" localhost/clients/built:1 "docker://$R/clients/built:1"
+D3=$(cat "$W/d3")
+check '[ "$(ipfly_manifest_digest "http://$R/v2/clients/built/manifests/1")" = "$D3" ]' "shim's digest for clients/built:1 is buildah's $D3"
+verify_manifest clients/built 1 "$D3"
+mounts=$(grep -c 'POST /v2/clients/built/blobs/uploads/?.*mount=.* 201' "$LOG" || true)
+check '[ "$mounts" -ge 1 ]' "buildah push mounted $mounts blobs from clients/bb (201)"
+"${PM2[@]}" pull -q --tls-verify=false "$R/clients/built:1" >/dev/null
+check '[ "$("${PM2[@]}" image inspect --format "{{.Digest}}" "$R/clients/built:1")" = "$D3" ]' "podman pulled buildah's image ($D3)"
+out=$("${PM2[@]}" "${RUN[@]}" "$R/clients/built:1")
+check '[ "$out" = "$(printf "built by buildah\nhello from layer 2")" ]' "podman run of the buildah image printed both files"
+
+step "shim health"
+errs=$(curl -sf "http://$R/metrics" | awk '$1 ~ /^ipfly_registry_requests_total\{.*code="5/ { s += $2 } END { print s + 0 }')
+check '[ "$errs" = 0 ]' "no 5xx responses"
+check '! grep -qE "\[(error|critical)\]" "$LOG"' "no errors in the shim log"
+echo "PASS podman_test ($(ipfly_since "$T0") s)"
