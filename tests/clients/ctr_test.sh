@@ -3,6 +3,7 @@
 # ipfly-registry, inside a network namespace that has only `lo`.
 #   - `ctr image import` of an offline image, `ctr image push --plain-http` to the shim,
 #     `ctr image pull --plain-http` into an empty namespace (same digest), `ctr run` prints the file;
+#   - the IPFS-format view (`ipfs/clients/bb:1`, descriptors with ipfs:// URLs) pulls and runs;
 #   - the shim as a containerd mirror: `ctr image pull --hosts-dir` with a hosts.toml that sends
 #     docker.io to the shim (upstream: a docker-registry holding library/mirrored):
 #     `docker.io/library/mirrored:1` is served through the shim (access log with `?ns=docker.io`,
@@ -70,6 +71,14 @@ for d in $(ipfly_image_layers "$W/bb.tar"); do
 done
 out=$("${CTR[@]}" -n dst "${RUN[@]}" "$R/clients/bb:1" c1)
 check '[ "$out" = "hello from layer 2" ]' "ctr run printed '$out'"
+
+step "IPFS-format view: ctr pulls $R/ipfs/clients/bb:1 (descriptors with ipfs:// urls) and runs it"
+DV=sha256:$(curl -sf "$M/v2/ipfs/clients/bb/manifests/1" | sha256sum | cut -d' ' -f1)
+"${CTR[@]}" -n view image pull --plain-http --snapshotter native "$R/ipfs/clients/bb:1" > "$W/pull-view.out" 2>&1 || { cat "$W/pull-view.out" >&2; ipfly_die "ctr pull of the view failed"; }
+got=$("${CTR[@]}" -n view image ls | awk -v r="$R/ipfs/clients/bb:1" '$1 == r { print $3 }')
+check '[ "$got" = "$DV" ] && [ "$DV" != "$D1" ]' "pulled the view, its own digest $DV"
+out=$("${CTR[@]}" -n view "${RUN[@]}" "$R/ipfs/clients/bb:1" c3)
+check '[ "$out" = "hello from layer 2" ]' "ctr run of the IPFS view printed '$out'"
 
 step "the shim as containerd's docker.io mirror (hosts.toml), upstream docker-registry"
 MARKER=mirrored ipfly_make_busybox_image "$W/mir.tar" "library/mirrored:1" >/dev/null

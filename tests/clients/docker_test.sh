@@ -4,6 +4,7 @@
 #   - `docker push` of an image built offline, `docker pull` into a clean engine, `docker run`;
 #     the digest docker reports equals the shim's; docker's HEAD-then-GET-by-digest pull
 #     is seen in the shim's access log;
+#   - the IPFS-format view (`ipfs/clients/bb:1`, descriptors with ipfs:// URLs) pulls and runs;
 #   - `--registry-mirror` = the shim, whose `--upstream` is a docker-registry holding
 #     `library/mirrored`: `docker pull mirrored:1` (a docker.io name) is served through the
 #     shim — proved by its access log and its ipfly_registry_upstream_* counters — and runs;
@@ -78,13 +79,21 @@ check '[ -z "$("${D[@]}" images -q)" ]' "engine has no images"
 "${D[@]}" pull -q "$R/clients/bb:1" >/dev/null
 check 'repo_digest "$R/clients/bb:1" | grep -qxF "$R/clients/bb@$D1"' "pulled image has RepoDigest $D1"
 check 'grep -q "HEAD /v2/clients/bb/manifests/1 200" "$LOG" && grep -q "GET /v2/clients/bb/manifests/$D1 200" "$LOG"' "access log: docker HEAD by tag, GET by digest"
-for d in $(curl -sf -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' "$M/v2/clients/bb/manifests/1" | python3 -c 'import json,sys; print(*[l["digest"] for l in json.load(sys.stdin)["layers"]])'); do
+for d in $(ipfly_manifest_layers "$M/v2/clients/bb/manifests/1"); do
   check 'grep -q "GET /v2/clients/bb/blobs/$d 200" "$LOG"' "layer $d pulled from the shim"
 done
 out=$("${D[@]}" "${RUN[@]}" "$R/clients/bb:1")
 check '[ "$out" = "hello from layer 2" ]' "docker run printed '$out'"
 out=$("${D[@]}" "${RUN[@]}" "$R/clients/bb@$D1" /bin/sh -c 'echo $((6*7))')
 check '[ "$out" = 42 ]' "docker run by digest ran a shell"
+
+step "IPFS-format view: docker pulls $R/ipfs/clients/bb:1 (descriptors with ipfs:// urls) and runs it"
+DV=sha256:$(curl -sf "$M/v2/ipfs/clients/bb/manifests/1" | sha256sum | cut -d' ' -f1)
+check '[ "$DV" != "$D1" ]' "the view has its own digest $DV"
+"${D[@]}" pull -q "$R/ipfs/clients/bb:1" >/dev/null
+check 'repo_digest "$R/ipfs/clients/bb:1" | grep -qxF "$R/ipfs/clients/bb@$DV"' "pulled the view, RepoDigest $DV"
+out=$("${D[@]}" "${RUN[@]}" "$R/ipfs/clients/bb:1")
+check '[ "$out" = "hello from layer 2" ]' "docker run of the IPFS view printed '$out'"
 
 step "docker pull of a docker.io name through the mirror (upstream: docker-registry)"
 MARKER=mirrored ipfly_make_busybox_image "$W/mir.tar" "library/mirrored:1" >/dev/null

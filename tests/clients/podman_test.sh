@@ -7,7 +7,10 @@
 #   - Docker schema2 push (`--format v2s2`) of the same image, pulled and run;
 #   - `buildah build` FROM the shim's image (pulled by buildah from the shim), `buildah push` of
 #     the result to a second repository, pulled and run by podman;
-#   - every layer blob of the pushed manifests reads back from the shim with its sha256.
+#   - every layer blob of the pushed manifests reads back from the shim with its sha256;
+#   - the IPFS-format view (`ipfs/clients/bb:1`, descriptors with ipfs:// URLs) pulls and runs;
+#   - the shim as a docker.io mirror in registries.conf (upstream: docker-registry holding
+#     library/mirrored): `podman pull docker.io/library/mirrored:1` goes through the shim.
 # Root only. Fails (never skips) when a tool is missing.
 # check() evals its first argument: variables in single quotes are meant.
 # shellcheck disable=SC2016,SC2034
@@ -101,8 +104,50 @@ check '[ "$("${PM2[@]}" image inspect --format "{{.Digest}}" "$R/clients/built:1
 out=$("${PM2[@]}" "${RUN[@]}" "$R/clients/built:1")
 check '[ "$out" = "$(printf "built by buildah\nhello from layer 2")" ]' "podman run of the buildah image printed both files"
 
+step "IPFS-format view: podman pulls $R/ipfs/clients/bb:1 (descriptors with ipfs:// urls) and runs it"
+curl -sf "http://$R/v2/ipfs/clients/bb/manifests/1" -o "$W/view.json"
+check 'python3 -c "import json,sys; m=json.load(open(sys.argv[1])); sys.exit(0 if all(d[\"urls\"][0].startswith(\"ipfs://\") for d in [m[\"config\"]] + m[\"layers\"]) else 1)" "$W/view.json"' "view manifest: every descriptor has an ipfs:// URL"
+"${PM2[@]}" pull -q --tls-verify=false "$R/ipfs/clients/bb:1" >/dev/null
+DV=sha256:$(sha256sum < "$W/view.json" | cut -d' ' -f1)
+check '"${PM2[@]}" image inspect --format "{{.RepoDigests}}" "$R/ipfs/clients/bb:1" | grep -qF "$R/ipfs/clients/bb@$DV"' "pulled the view, digest $DV"
+out=$("${PM2[@]}" "${RUN[@]}" "$R/ipfs/clients/bb:1")
+check '[ "$out" = "hello from layer 2" ]' "podman run of the IPFS view printed '$out'"
+
+step "the shim as podman's docker.io mirror (registries.conf), upstream docker-registry"
+UP=$(ipfly_freeport); MIR=$(ipfly_freeport); MM=http://127.0.0.1:$MIR
+ipfly_start_docker_registry "$W/up" "$UP"
+ipfly_start_registry "$W/mir" "$MIR" --upstream "http://127.0.0.1:$UP"
+MLOG=$W/mir/registry.log
+MARKER=mirrored ipfly_make_busybox_image "$W/mir.tar" "library/mirrored:1" >/dev/null
+"${PM[@]}" pull -q "oci-archive:$W/mir.tar" >/dev/null
+"${PM[@]}" push -q --tls-verify=false localhost/library/mirrored:1 "127.0.0.1:$UP/library/mirrored:1"
+DM=$(ipfly_manifest_digest "http://127.0.0.1:$UP/v2/library/mirrored/manifests/1")
+cat > "$W/registries-mirror.conf" <<TOML
+unqualified-search-registries = []
+short-name-mode = "disabled"
+[[registry]]
+prefix = "docker.io"
+location = "docker.io"
+[[registry.mirror]]
+location = "127.0.0.1:$MIR"
+insecure = true
+TOML
+miss0=$(ipfly_metric "$MM" ipfly_registry_upstream_misses_total)
+CONTAINERS_REGISTRIES_CONF="$W/registries-mirror.conf" "${PM2[@]}" pull -q docker.io/library/mirrored:1 >/dev/null
+check '"${PM2[@]}" image inspect --format "{{.RepoDigests}}" docker.io/library/mirrored:1 | grep -qF "docker.io/library/mirrored@$DM"' "pulled docker.io/library/mirrored:1 with the upstream's digest $DM"
+miss1=$(ipfly_metric "$MM" ipfly_registry_upstream_misses_total)
+check '[ "$miss1" -gt "$miss0" ]' "the shim fetched from its upstream (misses $miss0 -> $miss1)"
+check 'grep -q "GET /v2/library/mirrored/manifests/1 200" "$MLOG"' "access log: podman asked the mirror shim for library/mirrored:1"
+for d in $(ipfly_manifest_layers "http://127.0.0.1:$UP/v2/library/mirrored/manifests/1"); do
+  check 'grep -q "GET /v2/library/mirrored/blobs/$d 200" "$MLOG"' "layer $d went through the shim"
+done
+out=$("${PM2[@]}" "${RUN[@]}" docker.io/library/mirrored:1)
+check '[ "$out" = "hello from layer 2 mirrored" ]' "podman run of the mirrored image printed '$out'"
+
 step "shim health"
-errs=$(curl -sf "http://$R/metrics" | awk '$1 ~ /^ipfly_registry_requests_total\{.*code="5/ { s += $2 } END { print s + 0 }')
-check '[ "$errs" = 0 ]' "no 5xx responses"
-check '! grep -qE "\[(error|critical)\]" "$LOG"' "no errors in the shim log"
+for u in "http://$R" "$MM"; do
+  errs=$(curl -sf "$u/metrics" | awk '$1 ~ /^ipfly_registry_requests_total\{.*code="5/ { s += $2 } END { print s + 0 }')
+  check '[ "$errs" = 0 ]' "no 5xx responses from $u"
+done
+check '! grep -qE "\[(error|critical)\]" "$LOG" "$MLOG"' "no errors in the shim logs"
 echo "PASS podman_test ($(ipfly_since "$T0") s)"
