@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "cli/common.h"
+#include "cli/image_commands.h"
 #include "cli/layer_commands.h"
 #include "cli/status_command.h"
 #include "core/base/config.h"
@@ -617,6 +618,46 @@ int RunCli(int argc, char** argv) {
   status->add_flag("--all", so.all, "Also list ordinary snapshots");
   AddGlobalOptions(status, &g);
   status->callback([&] { err = CmdStatus(g, so); });
+
+  SearchOptions sro;
+  auto* search = app.add_subcommand("search", "Search an ipfly-registry (like docker search)");
+  search->add_option("term", sro.term, "Substring of repository names")->required();
+  search->add_option("--registry", sro.registry,
+                     "Registry URL or HOST:PORT (default [registry] listen)");
+  search->add_option("--limit", sro.limit, "Maximum number of results (1-100, default 25)");
+  search->add_flag("--no-trunc", sro.no_trunc, "Do not truncate descriptions");
+  AddGlobalOptions(search, &g);
+  search->callback([&] { err = CmdSearch(g, sro); });
+
+  PushOptions po;
+  auto* push = app.add_subcommand("push", "Push an OCI image layout (dir or tar) to a registry");
+  push->add_option("layout", po.layout, "OCI image layout directory or tar archive")->required();
+  push->add_option("ref", po.ref, "REPO:TAG")->required();
+  push->add_option("--registry", po.registry,
+                   "Registry URL or HOST:PORT (default [registry] listen)");
+  AddGlobalOptions(push, &g);
+  push->callback([&] { err = CmdPush(g, po); });
+
+  ImageExportOptions ieo;
+  ImageImportOptions iio;
+  auto* image = app.add_subcommand("image", "Images stored in IPFS (nerdctl / stargz format)");
+  image->require_subcommand(1);
+  auto* iexport = image->add_subcommand(
+      "export", "Store a registry image in IPFS; prints the CID of its root descriptor");
+  iexport->add_option("ref", ieo.ref, "REPO:TAG or REPO@DIGEST")->required();
+  iexport->add_option("--registry", ieo.registry,
+                      "ipfly-registry URL or HOST:PORT (default [registry] listen)");
+  iexport->add_option("--to", ieo.to, "Also import the descriptor and manifests: kubo=URL");
+  AddGlobalOptions(iexport, &g);
+  iexport->callback([&] { err = CmdImageExport(g, ieo); });
+  auto* iimport = image->add_subcommand(
+      "import", "Push an image stored in IPFS (descriptor CID) to a registry");
+  iimport->add_option("cid", iio.cid, "CID of the root descriptor")->required();
+  iimport->add_option("--registry", iio.registry,
+                      "Registry URL or HOST:PORT (default [registry] listen)");
+  iimport->add_option("--tag", iio.tag, "REPO:TAG to push to")->required();
+  AddGlobalOptions(iimport, &g);
+  iimport->callback([&] { err = CmdImageImport(g, iio); });
 
   try {
     app.parse(argc, argv);

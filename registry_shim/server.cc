@@ -966,6 +966,9 @@ struct RegistryServer::Impl {
         ManifestInfo rc = IPFLY_TRY(RewriteForIpfs(base, *child, depth + 1));
         d["digest"] = rc.digest;
         d["size"] = rc.content.size();
+        // As for blobs: the child manifest is a UnixFS file in IPFS (nerdctl / stargz resolve
+        // every descriptor of an IPFS image through its ipfs:// URL).
+        d["urls"] = json::array({"ipfs://" + rc.cid});
       }
     } else {
       auto rewrite = [&](json& d, bool is_layer) -> Status {
