@@ -4,6 +4,7 @@
 #   - `docker push` of an image built offline, `docker pull` into a clean engine, `docker run`;
 #     the digest docker reports equals the shim's; docker's HEAD-then-GET-by-digest pull
 #     is seen in the shim's access log;
+#   - `docker manifest create/push` of a manifest list, pulled and run;
 #   - the IPFS-format view (`ipfs/clients/bb:1`, descriptors with ipfs:// URLs) pulls and runs;
 #   - `--registry-mirror` = the shim, whose `--upstream` is a docker-registry holding
 #     `library/mirrored`: `docker pull mirrored:1` (a docker.io name) is served through the
@@ -86,6 +87,20 @@ out=$("${D[@]}" "${RUN[@]}" "$R/clients/bb:1")
 check '[ "$out" = "hello from layer 2" ]' "docker run printed '$out'"
 out=$("${D[@]}" "${RUN[@]}" "$R/clients/bb@$D1" /bin/sh -c 'echo $((6*7))')
 check '[ "$out" = 42 ]' "docker run by digest ran a shell"
+
+step "docker manifest create/push (a Docker manifest list), pull, run"
+"${D[@]}" manifest create --insecure "$R/clients/list:1" "$R/clients/bb@$D1" >/dev/null
+DL=$("${D[@]}" manifest push --insecure "$R/clients/list:1" | tail -1)  # "Pushed ref ..." lines, then the digest
+check '[ "$(ipfly_manifest_digest "$M/v2/clients/list/manifests/1")" = "$DL" ]' "shim's digest for the list is docker's $DL"
+ct=$(curl -sfI -H 'Accept: application/vnd.docker.distribution.manifest.list.v2+json' "$M/v2/clients/list/manifests/1" | tr -d '\r' | awk -F': ' 'tolower($1) == "content-type" { print $2 }')
+check '[ "$ct" = application/vnd.docker.distribution.manifest.list.v2+json ]' "served as $ct"
+mapfile -t ids < <("${D[@]}" images -q | sort -u)
+"${D[@]}" rmi -f "${ids[@]}" >/dev/null   # so that the child manifest and blobs are fetched again
+"${D[@]}" pull -q "$R/clients/list:1" >/dev/null
+check 'repo_digest "$R/clients/list:1" | grep -qxF "$R/clients/list@$DL"' "pulled the list, RepoDigest $DL"
+check 'grep -q "GET /v2/clients/list/manifests/$D1 200" "$LOG"' "docker fetched the list's child $D1 by digest"
+out=$("${D[@]}" "${RUN[@]}" "$R/clients/list:1")
+check '[ "$out" = "hello from layer 2" ]' "docker run of the list printed '$out'"
 
 step "IPFS-format view: docker pulls $R/ipfs/clients/bb:1 (descriptors with ipfs:// urls) and runs it"
 DV=sha256:$(curl -sf "$M/v2/ipfs/clients/bb/manifests/1" | sha256sum | cut -d' ' -f1)

@@ -5,6 +5,8 @@
 #   - `podman pull` back into an empty storage, by tag and by digest: same digest, and
 #     `podman run` prints the file of the top layer;
 #   - Docker schema2 push (`--format v2s2`) of the same image, pulled and run;
+#   - zstd layers (`--compression-format zstd`; the resolver reports a layer index) and a
+#     manifest list (`podman manifest push --all`), pulled and run;
 #   - `buildah build` FROM the shim's image (pulled by buildah from the shim), `buildah push` of
 #     the result to a second repository, pulled and run by podman;
 #   - every layer blob of the pushed manifests reads back from the shim with its sha256;
@@ -103,6 +105,34 @@ check '[ "$mounts" -ge 1 ]' "buildah push mounted $mounts blobs from clients/bb 
 check '[ "$("${PM2[@]}" image inspect --format "{{.Digest}}" "$R/clients/built:1")" = "$D3" ]' "podman pulled buildah's image ($D3)"
 out=$("${PM2[@]}" "${RUN[@]}" "$R/clients/built:1")
 check '[ "$out" = "$(printf "built by buildah\nhello from layer 2")" ]' "podman run of the buildah image printed both files"
+
+step "podman: zstd push (layer index built at ingest), manifest list push (podman manifest), pull, run"
+read -ra PM3 <<< "podman $(store pm3) --cgroup-manager cgroupfs --events-backend file"
+# Forget the gzip copies already pushed (the blob-info cache is this test's tmpfs), otherwise
+# podman 4.3 reuses them instead of compressing with zstd.
+rm -f /var/lib/containers/cache/blob-info-cache-v1.boltdb
+"${PM[@]}" push -q --tls-verify=false --compression-format zstd --digestfile "$W/dz" localhost/clients/bb:1 "$R/clients/zstd:1"
+DZ=$(cat "$W/dz")
+verify_manifest clients/zstd 1 "$DZ"
+check 'grep -q "application/vnd.oci.image.layer.v1.tar+zstd" "$W/m.json"' "layers pushed as tar+zstd"
+LZ=$(ipfly_manifest_layers "http://$R/v2/clients/zstd/manifests/1" | cut -d' ' -f1)
+curl -sf "http://$R/ipfly/v1/layers/$LZ" -o "$W/resolve.json"
+check 'python3 -c "import json,sys; r=json.load(open(sys.argv[1])); sys.exit(0 if r[\"index_cid\"] and r[\"mediaType\"].endswith(\"+zstd\") else 1)" "$W/resolve.json"' "resolver: zstd layer has a layer index ($(cat "$W/resolve.json"))"
+"${PM3[@]}" pull -q --tls-verify=false "$R/clients/zstd:1" >/dev/null
+check '[ "$("${PM3[@]}" image inspect --format "{{.Digest}}" "$R/clients/zstd:1")" = "$DZ" ]' "pulled the zstd image ($DZ)"
+out=$("${PM3[@]}" "${RUN[@]}" "$R/clients/zstd:1")
+check '[ "$out" = "hello from layer 2" ]' "podman run (zstd) printed '$out'"
+"${PM[@]}" manifest create localhost/clients/list:1 >/dev/null
+"${PM[@]}" manifest add localhost/clients/list:1 containers-storage:localhost/clients/bb:1 >/dev/null
+"${PM[@]}" manifest push -q --tls-verify=false --all --digestfile "$W/dl" localhost/clients/list:1 "docker://$R/clients/list:1"
+DL=$(cat "$W/dl")
+check '[ "$(ipfly_manifest_digest "http://$R/v2/clients/list/manifests/1")" = "$DL" ]' "shim's digest for the list clients/list:1 is podman's $DL"
+ct=$(curl -sfI -H 'Accept: application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json' "http://$R/v2/clients/list/manifests/1" | tr -d '\r' | awk -F': ' 'tolower($1) == "content-type" { print $2 }')
+check '[ "$ct" = application/vnd.oci.image.index.v1+json ] || [ "$ct" = application/vnd.docker.distribution.manifest.list.v2+json ]' "the list is served as $ct"
+"${PM3[@]}" pull -q --tls-verify=false "$R/clients/list:1" >/dev/null
+check 'grep -qE "GET /v2/clients/list/manifests/sha256:[0-9a-f]+ 200" "$LOG"' "podman resolved the list's child manifest by digest"
+out=$("${PM3[@]}" "${RUN[@]}" "$R/clients/list:1")
+check '[ "$out" = "hello from layer 2" ]' "podman run of the list printed '$out'"
 
 step "IPFS-format view: podman pulls $R/ipfs/clients/bb:1 (descriptors with ipfs:// urls) and runs it"
 curl -sf "http://$R/v2/ipfs/clients/bb/manifests/1" -o "$W/view.json"
