@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <unordered_set>
 
@@ -152,14 +153,17 @@ Status KuboPublisher::WriteCar(const Item& item, const std::string& path, uint64
 
 Status KuboPublisher::PublishOnce(const Item& item) {
   std::string path;
+  auto timeout = options_.import_timeout;
   {
     std::lock_guard lock(mu_);
     path = options_.spool_dir + "/" + std::to_string(++seq_) + ".car";
+    // While draining at shutdown, a stalled node must not hold the exit for long.
+    if (stopping_) timeout = std::min(timeout, options_.drain_import_timeout);
   }
   uint64_t blocks = 0, bytes = 0;
   Status st = WriteCar(item, path, &blocks, &bytes);
   if (st.ok()) {
-    auto roots = kubo_->DagImport(path, fetch::DeadlineIn(options_.import_timeout));
+    auto roots = kubo_->DagImport(path, fetch::DeadlineIn(timeout));
     if (!roots.ok()) {
       st = roots.error();
     } else {

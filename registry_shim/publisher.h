@@ -6,7 +6,8 @@
 // Publishing never fails or slows a push: Enqueue only appends to a bounded in-memory queue that
 // one worker thread drains. A full queue drops the item (counted), a failed import is retried a
 // few times with backoff and then logged and counted. Shutdown() stops the retries but still
-// tries every queued item once, so a graceful stop publishes what was pushed before it.
+// tries every queued item once (each bounded by drain_import_timeout), so a graceful stop
+// publishes what was pushed before it.
 // Queued items do not survive a crash (the content stays in the registry's own store and its
 // trustless gateway; pushing again re-publishes it).
 //
@@ -36,6 +37,7 @@ struct PublisherOptions {
   int attempts = 3;  // per item while running; 1 during shutdown
   std::chrono::milliseconds backoff{1000};
   std::chrono::milliseconds import_timeout{600'000};
+  std::chrono::milliseconds drain_import_timeout{30'000};  // per item during Shutdown()
 };
 
 class KuboPublisher {

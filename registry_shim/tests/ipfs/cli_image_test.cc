@@ -234,5 +234,74 @@ TEST(IpflyCli, ImageExportImportThroughIpfs) {
   EXPECT_EQ(St(c.Client()->Get("/v2/gw/forged/manifests/v1")), 404);
 }
 
+// A multi-platform layout (OCI index → two manifests): push, export (the view's index children
+// carry ipfs:// URLs), import into a fresh registry through the first one's gateway.
+TEST(IpflyCli, ImageIndexPushExportImport) {
+  Registry a;
+  a.Start();
+  TempDir tmp;
+  Layout one = MakeLayout(tmp, "multi", 3);
+  Layout two = MakeLayout(tmp, "multi2", 4);
+  for (const auto& e : fs::directory_iterator(two.dir + "/blobs/sha256")) {
+    fs::copy_file(e.path(), one.dir + "/blobs/sha256/" + e.path().filename().string(),
+                  fs::copy_options::skip_existing);
+  }
+  auto desc = [](const Layout& l, const char* arch) {
+    return json{{"mediaType", "application/vnd.oci.image.manifest.v1+json"},
+                {"digest", l.manifest_digest},
+                {"size", l.manifest.size()},
+                {"platform", {{"architecture", arch}, {"os", "linux"}}}};
+  };
+  std::string index = json{{"schemaVersion", 2},
+                           {"mediaType", "application/vnd.oci.image.index.v1+json"},
+                           {"manifests", {desc(one, "amd64"), desc(two, "arm64")}}}
+                          .dump();
+  WriteFile(one.dir + "/blobs/sha256/" + DigestOf(index).substr(7), index);
+  WriteFile(one.dir + "/index.json",
+            json{{"schemaVersion", 2},
+                 {"manifests",
+                  {{{"mediaType", "application/vnd.oci.image.index.v1+json"},
+                    {"digest", DigestOf(index)},
+                    {"size", index.size()}}}}}
+                .dump());
+  auto push = Ipfly({"push", one.dir, "multi/app:v1", "--registry", a.url()});
+  ASSERT_EQ(push.exit_code, 0) << push.err << push.out;
+  EXPECT_NE(push.out.find("digest: " + DigestOf(index)), std::string::npos) << push.out;
+  EXPECT_EQ(Body(a.Client()->Get("/v2/multi/app/manifests/" + two.manifest_digest)), two.manifest);
+
+  auto exp =
+      Ipfly({"image", "export", "multi/app:v1", "--registry", a.url(), "--store", tmp / "store"});
+  ASSERT_EQ(exp.exit_code, 0) << exp.err;
+  std::string root = Trim(exp.out);
+  auto view = a.Client()->Get("/v2/ipfs/multi/app/manifests/v1",
+                              {{"Accept", "application/vnd.oci.image.index.v1+json"}});
+  ASSERT_EQ(St(view), 200);
+  json vi = json::parse(view->body);
+  ASSERT_EQ(vi["manifests"].size(), 2u);
+  for (const auto& m : vi["manifests"]) {
+    ASSERT_TRUE(m.contains("urls")) << view->body;
+    EXPECT_EQ(m["urls"][0].get<std::string>().substr(0, 7), "ipfs://");
+  }
+
+  Registry b;
+  b.Start();
+  auto imp = Ipfly({"image", "import", root, "--registry", b.url(), "--tag", "copy/multi:v1",
+                    "--store", tmp / "store", "--source", "gateway=" + a.url()});
+  ASSERT_EQ(imp.exit_code, 0) << imp.err << imp.out;
+  auto got = b.Client()->Get("/v2/copy/multi/manifests/v1",
+                             {{"Accept", "application/vnd.oci.image.index.v1+json"}});
+  ASSERT_EQ(St(got), 200);
+  EXPECT_EQ(got->body, view->body);
+  for (const auto& m : vi["manifests"]) {
+    std::string d = m["digest"];
+    EXPECT_EQ(St(b.Client()->Get("/v2/copy/multi/manifests/" + d)), 200) << d;
+  }
+  for (const auto& blob : two.blobs) {
+    auto r = b.Client()->Get("/v2/copy/multi/blobs/" + DigestOf(blob));
+    ASSERT_EQ(St(r), 200);
+    EXPECT_TRUE(r->body == blob);
+  }
+}
+
 }  // namespace
 }  // namespace ipfly::registry::ipfstest
