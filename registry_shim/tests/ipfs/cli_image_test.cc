@@ -234,6 +234,33 @@ TEST(IpflyCli, ImageExportImportThroughIpfs) {
   EXPECT_EQ(St(c.Client()->Get("/v2/gw/forged/manifests/v1")), 404);
 }
 
+// A registry with a push token and publish_kubo from its config file: `ipfly push` without
+// IPFLY_REGISTRY_TOKEN is refused, with it the image lands and is published to the node.
+TEST(IpflyCli, PushWithTokenToConfiguredPublishingRegistry) {
+  TempDir tmp;
+  WriteFile(tmp / "reg.toml", "[store]\ndir = \"" + tmp / "store" +
+                                  "\"\n[registry]\npush_token = " +
+                                  "\"s3cret\"\npublish_kubo = \"" + NodeRpc() + "\"\n");
+  Registry reg(tmp / "root");
+  reg.Start({"--config", tmp / "reg.toml"});
+  Layout l = MakeLayout(tmp, "tok", 5);
+  auto denied = Ipfly({"push", l.dir, "tok/app:v1", "--registry", reg.url()});
+  EXPECT_EQ(denied.exit_code, 1);
+  EXPECT_NE(denied.err.find("401"), std::string::npos) << denied.err;
+  auto ok = RunCmd({"env", "IPFLY_REGISTRY_TOKEN=s3cret", IPFLY_CLI_BIN, "push", l.dir,
+                    "tok/app:v1", "--registry", reg.url()});
+  ASSERT_EQ(ok.exit_code, 0) << ok.err;
+  ExpectImage(reg, "tok/app", "v1", l);
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return reg.Metric("ipfly_registry_publish_ok_total") >= 4 &&
+               reg.Metric("ipfly_registry_publish_queue_length") == 0;
+      },
+      std::chrono::seconds(60)))
+      << reg.log();
+  EXPECT_EQ(reg.Metric("ipfly_registry_publish_failed_total"), 0);
+}
+
 // A multi-platform layout (OCI index → two manifests): push, export (the view's index children
 // carry ipfs:// URLs), import into a fresh registry through the first one's gateway.
 TEST(IpflyCli, ImageIndexPushExportImport) {
