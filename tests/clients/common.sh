@@ -46,6 +46,10 @@ ipfly_clients_cleanup() {
   for d in "${IPFLY_CLIENTS_RMDIRS[@]}"; do umount -l "$d" 2>/dev/null || true; rmdir "$d" 2>/dev/null || true; done
 }
 
+# logged FILE ERE: the access log FILE has a line matching ERE, waiting up to 5 s (the shim logs
+# a request after its response went out, so a fast client can finish before the line is written).
+logged() { ipfly_wait 5 grep -qE "$2" "$1"; }
+
 step() { echo "--- $*"; }
 check() { if eval "$1"; then echo "ok: $2"; else ipfly_die "$2 ($1)"; fi; }
 
@@ -59,4 +63,19 @@ ipfly_manifest_digest() {
 ipfly_manifest_layers() {
   curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json' "$1" |
     python3 -c 'import json, sys; print(" ".join(l["digest"] for l in json.load(sys.stdin)["layers"]))'
+}
+
+# ipfly_clients_start_auth_registry DIR PORT USER PASSWORD: an ipfly-registry whose writes need
+# htpasswd (bcrypt) credentials; pulls stay anonymous.
+ipfly_clients_start_auth_registry() {
+  local dir=$1 port=$2 user=$3 pw=$4 hash
+  mkdir -p "$dir"
+  hash=$(python3 -W ignore -c 'import crypt, sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16)))' "$pw")
+  case $hash in [$]2*) ;; *) ipfly_die "no bcrypt from python3 crypt: $hash" ;; esac
+  echo "$user:$hash" > "$dir/htpasswd"
+  printf '[store]\ndir = "%s"\n[registry]\nhtpasswd = "%s"\n' "$dir/store" "$dir/htpasswd" > "$dir/cfg.toml"
+  "$IPFLY_BIN_DIR/registry_shim/ipfly-registry" --listen "127.0.0.1:$port" --root "$dir/root" --config "$dir/cfg.toml" \
+    > "$dir/registry.log" 2>&1 &
+  IPFLY_PIDS+=("$!")
+  ipfly_wait 20 curl -s -o /dev/null "http://127.0.0.1:$port/v2/_catalog" || { cat "$dir/registry.log" >&2; ipfly_die "ipfly-registry (htpasswd) did not start"; }
 }

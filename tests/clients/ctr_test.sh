@@ -59,15 +59,15 @@ D1=$("${CTR[@]}" -n src image ls | awk -v r="$R/clients/bb:1" '$1 == r { print $
 check '[ -n "$D1" ]' "imported $R/clients/bb:1 ($D1)"
 "${CTR[@]}" -n src image push --plain-http "$R/clients/bb:1" > "$W/push.out" 2>&1 || { cat "$W/push.out" >&2; ipfly_die "ctr push failed"; }
 check '[ "$(ipfly_manifest_digest "$M/v2/clients/bb/manifests/1")" = "$D1" ]' "shim's digest for clients/bb:1 is $D1"
-check 'grep -q "PUT /v2/clients/bb/manifests/1 201" "$LOG"' "access log: manifest PUT 201"
+check 'logged "$LOG" "PUT /v2/clients/bb/manifests/1 201"' "access log: manifest PUT 201"
 
 step "ctr image pull from the shim into an empty namespace, run"
 "${CTR[@]}" -n dst image pull --plain-http --snapshotter native "$R/clients/bb:1" > "$W/pull.out" 2>&1 || { cat "$W/pull.out" >&2; ipfly_die "ctr pull failed"; }
 got=$("${CTR[@]}" -n dst image ls | awk -v r="$R/clients/bb:1" '$1 == r { print $3 }')
 check '[ "$got" = "$D1" ]' "pulled digest $got"
-check 'grep -q "GET /v2/clients/bb/manifests/$D1 200" "$LOG"' "access log: containerd GET manifest by digest"
+check 'logged "$LOG" "GET /v2/clients/bb/manifests/$D1 200"' "access log: containerd GET manifest by digest"
 for d in $(ipfly_image_layers "$W/bb.tar"); do
-  check 'grep -q "GET /v2/clients/bb/blobs/$d 200" "$LOG"' "layer $d pulled from the shim"
+  check 'logged "$LOG" "GET /v2/clients/bb/blobs/$d 200"' "layer $d pulled from the shim"
 done
 out=$("${CTR[@]}" -n dst "${RUN[@]}" "$R/clients/bb:1" c1)
 check '[ "$out" = "hello from layer 2" ]' "ctr run printed '$out'"
@@ -97,9 +97,9 @@ got=$("${CTR[@]}" -n mirror image ls | awk '$1 == "docker.io/library/mirrored:1"
 check '[ "$got" = "$DM" ]' "pulled docker.io/library/mirrored:1 with the upstream's digest $DM"
 miss1=$(ipfly_metric "$MM" ipfly_registry_upstream_misses_total)
 check '[ "$miss1" -gt "$miss0" ]' "the shim fetched from its upstream (misses $miss0 -> $miss1)"
-check 'grep -qE "GET /v2/library/mirrored/manifests/[^ ]*ns=docker.io[^ ]* 200" "$MLOG"' "access log: containerd asked the shim with ?ns=docker.io"
+check 'logged "$MLOG" "GET /v2/library/mirrored/manifests/[^ ]*ns=docker.io[^ ]* 200"' "access log: containerd asked the shim with ?ns=docker.io"
 for d in $(ipfly_image_layers "$W/mir.tar"); do
-  check 'grep -qE "GET /v2/library/mirrored/blobs/$d(\?[^ ]*)? 200" "$MLOG"' "layer $d went through the shim"
+  check 'logged "$MLOG" "GET /v2/library/mirrored/blobs/$d(\?[^ ]*)? 200"' "layer $d went through the shim"
 done
 out=$("${CTR[@]}" -n mirror "${RUN[@]}" docker.io/library/mirrored:1 c2)
 check '[ "$out" = "hello from layer 2 mirrored" ]' "ctr run printed '$out'"

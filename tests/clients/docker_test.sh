@@ -4,6 +4,7 @@
 #   - `docker push` of an image built offline, `docker pull` into a clean engine, `docker run`;
 #     the digest docker reports equals the shim's; docker's HEAD-then-GET-by-digest pull
 #     is seen in the shim's access log;
+#   - htpasswd push auth: anonymous push and a wrong password refused, `docker login` + push + pull;
 #   - `docker manifest create/push` of a manifest list, pulled and run;
 #   - the IPFS-format view (`ipfs/clients/bb:1`, descriptors with ipfs:// URLs) pulls and runs;
 #   - `--registry-mirror` = the shim, whose `--upstream` is a docker-registry holding
@@ -65,23 +66,23 @@ D1=$(grep -o 'digest: sha256:[0-9a-f]*' "$W/push.out" | cut -d' ' -f2)
 check '[ -n "$D1" ] && [ "$(ipfly_manifest_digest "$M/v2/clients/bb/manifests/1")" = "$D1" ]' "shim's digest for clients/bb:1 is docker's $D1"
 got=sha256:$(curl -sf -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' "$M/v2/clients/bb/manifests/1" | sha256sum | cut -d' ' -f1)
 check '[ "$got" = "$D1" ]' "manifest bytes hash to $D1"
-check 'grep -q "PUT /v2/clients/bb/manifests/1 201" "$LOG"' "access log: manifest PUT 201"
+check 'logged "$LOG" "PUT /v2/clients/bb/manifests/1 201"' "access log: manifest PUT 201"
 
 step "docker push of a second tag (same layers) and a second repository (cross-repo mount)"
 "${D[@]}" tag "$R/clients/bb:1" "$R/clients/other:1"
 "${D[@]}" push "$R/clients/other:1" > "$W/push2.out"
 D1b=$(grep -o 'digest: sha256:[0-9a-f]*' "$W/push2.out" | cut -d' ' -f2)
 check '[ "$D1b" = "$D1" ]' "same manifest digest in clients/other"
-check 'grep -qE "POST /v2/clients/other/blobs/uploads/\?(.*&)?mount=sha256(%3A|:)[0-9a-f]+ 201" "$LOG"' "docker mounted a layer across repositories (201)"
+check 'logged "$LOG" "POST /v2/clients/other/blobs/uploads/\?(.*&)?mount=sha256(%3A|:)[0-9a-f]+ 201"' "docker mounted a layer across repositories (201)"
 
 step "docker pull into a clean engine, run"
 "${D[@]}" rmi -f "$R/clients/bb:1" "$R/clients/other:1" >/dev/null
 check '[ -z "$("${D[@]}" images -q)" ]' "engine has no images"
 "${D[@]}" pull -q "$R/clients/bb:1" >/dev/null
 check 'repo_digest "$R/clients/bb:1" | grep -qxF "$R/clients/bb@$D1"' "pulled image has RepoDigest $D1"
-check 'grep -q "HEAD /v2/clients/bb/manifests/1 200" "$LOG" && grep -q "GET /v2/clients/bb/manifests/$D1 200" "$LOG"' "access log: docker HEAD by tag, GET by digest"
+check 'logged "$LOG" "HEAD /v2/clients/bb/manifests/1 200" && logged "$LOG" "GET /v2/clients/bb/manifests/$D1 200"' "access log: docker HEAD by tag, GET by digest"
 for d in $(ipfly_manifest_layers "$M/v2/clients/bb/manifests/1"); do
-  check 'grep -q "GET /v2/clients/bb/blobs/$d 200" "$LOG"' "layer $d pulled from the shim"
+  check 'logged "$LOG" "GET /v2/clients/bb/blobs/$d 200"' "layer $d pulled from the shim"
 done
 out=$("${D[@]}" "${RUN[@]}" "$R/clients/bb:1")
 check '[ "$out" = "hello from layer 2" ]' "docker run printed '$out'"
@@ -95,10 +96,12 @@ check '[ "$(ipfly_manifest_digest "$M/v2/clients/list/manifests/1")" = "$DL" ]' 
 ct=$(curl -sfI -H 'Accept: application/vnd.docker.distribution.manifest.list.v2+json' "$M/v2/clients/list/manifests/1" | tr -d '\r' | awk -F': ' 'tolower($1) == "content-type" { print $2 }')
 check '[ "$ct" = application/vnd.docker.distribution.manifest.list.v2+json ]' "served as $ct"
 mapfile -t ids < <("${D[@]}" images -q | sort -u)
-"${D[@]}" rmi -f "${ids[@]}" >/dev/null   # so that the child manifest and blobs are fetched again
+"${D[@]}" rmi -f "${ids[@]}" >/dev/null   # so that the image is pulled again
 "${D[@]}" pull -q "$R/clients/list:1" >/dev/null
 check 'repo_digest "$R/clients/list:1" | grep -qxF "$R/clients/list@$DL"' "pulled the list, RepoDigest $DL"
-check 'grep -q "GET /v2/clients/list/manifests/$D1 200" "$LOG"' "docker fetched the list's child $D1 by digest"
+# (Whether dockerd GETs the child manifest again depends on its content-store manifest cache,
+# which containerd garbage-collects at its own pace: not asserted.)
+check 'logged "$LOG" "GET /v2/clients/list/manifests/($DL|1) 200"' "docker fetched the list from the shim"
 out=$("${D[@]}" "${RUN[@]}" "$R/clients/list:1")
 check '[ "$out" = "hello from layer 2" ]' "docker run of the list printed '$out'"
 
@@ -125,9 +128,9 @@ miss1=$(ipfly_metric "$MM" ipfly_registry_upstream_misses_total)
 bytes1=$(ipfly_metric "$MM" ipfly_registry_upstream_bytes_total)
 echo "upstream misses $miss0 -> $miss1, bytes $bytes0 -> $bytes1"
 check '[ "$miss1" -gt "$miss0" ] && [ "$bytes1" -gt "$bytes0" ]' "the shim fetched from its upstream (ipfly_registry_upstream_* counters)"
-check 'grep -qE "GET /v2/library/mirrored/manifests/(1|sha256:[0-9a-f]+) 200" "$MLOG"' "access log: dockerd asked the shim for library/mirrored"
+check 'logged "$MLOG" "GET /v2/library/mirrored/manifests/(1|sha256:[0-9a-f]+) 200"' "access log: dockerd asked the shim for library/mirrored"
 for d in $(ipfly_image_layers "$W/mir.tar"); do
-  check 'grep -q "GET /v2/library/mirrored/blobs/$d 200" "$MLOG"' "layer $d went through the shim"
+  check 'logged "$MLOG" "GET /v2/library/mirrored/blobs/$d 200"' "layer $d went through the shim"
 done
 out=$("${D[@]}" "${RUN[@]}" mirrored:1)
 check '[ "$out" = "hello from layer 2 mirrored" ]' "docker run mirrored:1 printed '$out'"
@@ -139,6 +142,8 @@ check '! curl -sf -o /dev/null "http://127.0.0.1:$UP/v2/"' "upstream is down"
 hits0=$(ipfly_metric "$MM" ipfly_registry_upstream_hits_total)
 blobs0=$(grep -c "GET /v2/library/mirrored/blobs/sha256:[0-9a-f]* 200" "$MLOG")
 "${D[@]}" pull -q mirrored:1 >/dev/null || { tail -20 "$W/d1/dockerd.log" >&2; ipfly_die "re-pull through the mirror failed"; }
+more_blob_gets() { [ "$(grep -c "GET /v2/library/mirrored/blobs/sha256:[0-9a-f]* 200" "$MLOG")" -gt "$blobs0" ]; }
+ipfly_wait 5 more_blob_gets || true
 blobs1=$(grep -c "GET /v2/library/mirrored/blobs/sha256:[0-9a-f]* 200" "$MLOG")
 check '[ "$blobs1" -gt "$blobs0" ]' "the layers were served again by the shim ($blobs0 -> $blobs1 blob GETs)"
 check 'repo_digest mirrored:1 | grep -qxF "mirrored@$DM"' "re-pulled mirrored@$DM"
@@ -147,14 +152,35 @@ check '[ "$out" = "hello from layer 2 mirrored" ]' "docker run after re-pull pri
 hits1=$(ipfly_metric "$MM" ipfly_registry_upstream_hits_total)
 check '[ "$hits1" -gt "$hits0" ]' "served from the shim's copy (upstream hits $hits0 -> $hits1)"
 
+step "push authentication (htpasswd): docker login, push, pull"
+AUTH=$(ipfly_freeport); A=127.0.0.1:$AUTH
+ipfly_clients_start_auth_registry "$W/auth" "$AUTH" alice s3cret
+"${D[@]}" tag mirrored:1 "$A/auth/bb:1"
+check '! "${D[@]}" push "$A/auth/bb:1" > "$W/push-anon.out" 2>&1' "anonymous docker push is refused"
+check 'logged "$W/auth/registry.log" "GET /v2/ 401" && grep -q "no basic auth credentials" "$W/push-anon.out"' "the shim challenged (GET /v2/ 401 Basic), docker has no credentials"
+check '! grep -q "PUT /v2/auth/bb/manifests/1 201" "$W/auth/registry.log"' "no manifest was stored"
+check '! echo wrong | "${D[@]}" login -u alice --password-stdin "$A" > /dev/null 2>&1' "docker login with a wrong password fails"
+echo s3cret | "${D[@]}" login -u alice --password-stdin "$A" > "$W/login.out" 2>&1 || { cat "$W/login.out" >&2; ipfly_die "docker login failed"; }
+"${D[@]}" push "$A/auth/bb:1" > "$W/push-auth.out" || { cat "$W/push-auth.out" "$W/auth/registry.log" >&2; ipfly_die "authenticated docker push failed"; }
+DA=$(grep -o 'digest: sha256:[0-9a-f]*' "$W/push-auth.out" | cut -d' ' -f2)
+check '[ -n "$DA" ] && [ "$(ipfly_manifest_digest "http://$A/v2/auth/bb/manifests/1")" = "$DA" ]' "authenticated push stored $DA (anonymous HEAD works)"
+"${D[@]}" rmi -f "$A/auth/bb:1" mirrored:1 >/dev/null
+"${D[@]}" pull -q "$A/auth/bb:1" >/dev/null
+check 'repo_digest "$A/auth/bb:1" | grep -qxF "$A/auth/bb@$DA"' "docker pull (logged in) of the pushed image"
+check 'curl -sf -o /dev/null "http://$A/v2/auth/bb/manifests/1"' "anonymous HTTP pull of the manifest"
+# Not asserted: an anonymous *docker* pull from this shim fails ("no basic auth credentials"),
+# because GET /v2/ answers 401 + Basic to anonymous clients and docker then insists on
+# credentials for every request (distribution's htpasswd mode behaves the same way).
+"${D[@]}" logout "$A" > /dev/null
+
 step "docker search through the shim"
 "${D[@]}" search "$R/clients" > "$W/search.out"
 check 'grep -q "clients/bb" "$W/search.out" && grep -q "clients/other" "$W/search.out"' "docker search lists clients/bb and clients/other"
 
 step "shim health"
-for u in "$M" "$MM"; do
+for u in "$M" "$MM" "http://$A"; do
   errs=$(curl -sf "$u/metrics" | awk '$1 ~ /^ipfly_registry_requests_total\{.*code="5/ { s += $2 } END { print s + 0 }')
   check '[ "$errs" = 0 ]' "no 5xx responses from $u"
 done
-check '! grep -qE "\[(error|critical)\]" "$LOG" "$MLOG"' "no errors in the shim logs"
+check '! grep -qE "\[(error|critical)\]" "$LOG" "$MLOG" "$W/auth/registry.log"' "no errors in the shim logs"
 echo "PASS docker_test ($(ipfly_since "$T0") s)"

@@ -11,6 +11,8 @@
 #     the result to a second repository, pulled and run by podman;
 #   - every layer blob of the pushed manifests reads back from the shim with its sha256;
 #   - the IPFS-format view (`ipfs/clients/bb:1`, descriptors with ipfs:// URLs) pulls and runs;
+#   - htpasswd push auth: anonymous push and a wrong password refused, `podman login` + push,
+#     anonymous pull;
 #   - the shim as a docker.io mirror in registries.conf (upstream: docker-registry holding
 #     library/mirrored): `podman pull docker.io/library/mirrored:1` goes through the shim.
 # Root only. Fails (never skips) when a tool is missing.
@@ -61,14 +63,14 @@ ipfly_make_busybox_image "$W/bb.tar" "clients/bb:1" >/dev/null
 "${PM[@]}" push -q --tls-verify=false --digestfile "$W/d1" localhost/clients/bb:1 "$R/clients/bb:1"
 D1=$(cat "$W/d1")
 check '[ "$(ipfly_manifest_digest "http://$R/v2/clients/bb/manifests/1")" = "$D1" ]' "shim's digest for clients/bb:1 is podman's $D1"
-check 'grep -q "PUT /v2/clients/bb/manifests/1 201" "$LOG"' "access log: manifest PUT 201"
+check 'logged "$LOG" "PUT /v2/clients/bb/manifests/1 201"' "access log: manifest PUT 201"
 verify_manifest clients/bb 1 "$D1"
 
 step "podman: pull back into an empty storage, by tag and by digest, and run"
 "${PM2[@]}" pull -q --tls-verify=false "$R/clients/bb:1" >/dev/null
 got=$("${PM2[@]}" image inspect --format '{{.Digest}}' "$R/clients/bb:1")
 check '[ "$got" = "$D1" ]' "pulled image digest $got"
-check 'grep -q "GET /v2/clients/bb/manifests/1 200" "$LOG"' "access log: podman GET manifest by tag"
+check 'logged "$LOG" "GET /v2/clients/bb/manifests/1 200"' "access log: podman GET manifest by tag"
 "${PM2[@]}" pull -q --tls-verify=false "$R/clients/bb@$D1" >/dev/null
 out=$("${PM2[@]}" "${RUN[@]}" "$R/clients/bb:1")
 check '[ "$out" = "hello from layer 2" ]' "podman run printed '$out'"
@@ -99,7 +101,8 @@ check '[ "$base" = "$D1" ]' "buildah built FROM the shim's $D1"
 D3=$(cat "$W/d3")
 check '[ "$(ipfly_manifest_digest "http://$R/v2/clients/built/manifests/1")" = "$D3" ]' "shim's digest for clients/built:1 is buildah's $D3"
 verify_manifest clients/built 1 "$D3"
-mounts=$(grep -c 'POST /v2/clients/built/blobs/uploads/?.*mount=.* 201' "$LOG" || true)
+logged "$LOG" 'POST /v2/clients/built/blobs/uploads/\?.*mount=.* 201' || true
+mounts=$(grep -cE 'POST /v2/clients/built/blobs/uploads/\?.*mount=.* 201' "$LOG" || true)
 check '[ "$mounts" -ge 1 ]' "buildah push mounted $mounts blobs from clients/bb (201)"
 "${PM2[@]}" pull -q --tls-verify=false "$R/clients/built:1" >/dev/null
 check '[ "$("${PM2[@]}" image inspect --format "{{.Digest}}" "$R/clients/built:1")" = "$D3" ]' "podman pulled buildah's image ($D3)"
@@ -130,7 +133,7 @@ check '[ "$(ipfly_manifest_digest "http://$R/v2/clients/list/manifests/1")" = "$
 ct=$(curl -sfI -H 'Accept: application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json' "http://$R/v2/clients/list/manifests/1" | tr -d '\r' | awk -F': ' 'tolower($1) == "content-type" { print $2 }')
 check '[ "$ct" = application/vnd.oci.image.index.v1+json ] || [ "$ct" = application/vnd.docker.distribution.manifest.list.v2+json ]' "the list is served as $ct"
 "${PM3[@]}" pull -q --tls-verify=false "$R/clients/list:1" >/dev/null
-check 'grep -qE "GET /v2/clients/list/manifests/sha256:[0-9a-f]+ 200" "$LOG"' "podman resolved the list's child manifest by digest"
+check 'logged "$LOG" "GET /v2/clients/list/manifests/sha256:[0-9a-f]+ 200"' "podman resolved the list's child manifest by digest"
 out=$("${PM3[@]}" "${RUN[@]}" "$R/clients/list:1")
 check '[ "$out" = "hello from layer 2" ]' "podman run of the list printed '$out'"
 
@@ -167,17 +170,36 @@ CONTAINERS_REGISTRIES_CONF="$W/registries-mirror.conf" "${PM2[@]}" pull -q docke
 check '"${PM2[@]}" image inspect --format "{{.RepoDigests}}" docker.io/library/mirrored:1 | grep -qF "docker.io/library/mirrored@$DM"' "pulled docker.io/library/mirrored:1 with the upstream's digest $DM"
 miss1=$(ipfly_metric "$MM" ipfly_registry_upstream_misses_total)
 check '[ "$miss1" -gt "$miss0" ]' "the shim fetched from its upstream (misses $miss0 -> $miss1)"
-check 'grep -q "GET /v2/library/mirrored/manifests/1 200" "$MLOG"' "access log: podman asked the mirror shim for library/mirrored:1"
+check 'logged "$MLOG" "GET /v2/library/mirrored/manifests/1 200"' "access log: podman asked the mirror shim for library/mirrored:1"
 for d in $(ipfly_manifest_layers "http://127.0.0.1:$UP/v2/library/mirrored/manifests/1"); do
-  check 'grep -q "GET /v2/library/mirrored/blobs/$d 200" "$MLOG"' "layer $d went through the shim"
+  check 'logged "$MLOG" "GET /v2/library/mirrored/blobs/$d 200"' "layer $d went through the shim"
 done
 out=$("${PM2[@]}" "${RUN[@]}" docker.io/library/mirrored:1)
 check '[ "$out" = "hello from layer 2 mirrored" ]' "podman run of the mirrored image printed '$out'"
 
+step "push authentication (htpasswd): podman login, push; anonymous podman pull"
+AUTH=$(ipfly_freeport); A=127.0.0.1:$AUTH
+ipfly_clients_start_auth_registry "$W/auth" "$AUTH" alice s3cret
+export REGISTRY_AUTH_FILE=$W/auth.json
+echo '{"auths": {}}' > "$REGISTRY_AUTH_FILE"
+check '! "${PM[@]}" push -q --tls-verify=false localhost/clients/bb:1 "$A/auth/bb:1" 2>/dev/null' "anonymous podman push is refused"
+check 'logged "$W/auth/registry.log" "(POST|PUT|PATCH|HEAD) /v2/auth/bb/[^ ]* 401"' "access log: the shim answered 401"
+check '! grep -q "PUT /v2/auth/bb/manifests/1 201" "$W/auth/registry.log"' "no manifest was stored"
+check '! "${PM[@]}" login --tls-verify=false -u alice -p wrong "$A" >/dev/null 2>&1' "podman login with a wrong password fails"
+"${PM[@]}" login --tls-verify=false -u alice -p s3cret "$A" >/dev/null
+"${PM[@]}" push -q --tls-verify=false --digestfile "$W/da" localhost/clients/bb:1 "$A/auth/bb:1"
+DA=$(cat "$W/da")
+check '[ "$(ipfly_manifest_digest "http://$A/v2/auth/bb/manifests/1")" = "$DA" ]' "authenticated push stored $DA"
+"${PM[@]}" logout "$A" >/dev/null
+read -ra PM4 <<< "podman $(store pm4) --cgroup-manager cgroupfs --events-backend file"
+"${PM4[@]}" pull -q --tls-verify=false "$A/auth/bb:1" >/dev/null
+check '[ "$("${PM4[@]}" image inspect --format "{{.Digest}}" "$A/auth/bb:1")" = "$DA" ]' "anonymous podman pull of the pushed image"
+check 'logged "$W/auth/registry.log" "GET /v2/auth/bb/manifests/1 200"' "access log: anonymous GET manifest 200"
+
 step "shim health"
-for u in "http://$R" "$MM"; do
+for u in "http://$R" "$MM" "http://$A"; do
   errs=$(curl -sf "$u/metrics" | awk '$1 ~ /^ipfly_registry_requests_total\{.*code="5/ { s += $2 } END { print s + 0 }')
   check '[ "$errs" = 0 ]' "no 5xx responses from $u"
 done
-check '! grep -qE "\[(error|critical)\]" "$LOG" "$MLOG"' "no errors in the shim logs"
+check '! grep -qE "\[(error|critical)\]" "$LOG" "$MLOG" "$W/auth/registry.log"' "no errors in the shim logs"
 echo "PASS podman_test ($(ipfly_since "$T0") s)"
