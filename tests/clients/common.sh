@@ -20,9 +20,14 @@ ipfly_clients_isolate() {
       --propagation private bash "$@"
   fi
   ip link set lo up
+  ipfly_clients_assert_lo_only
+}
+
+# ipfly_clients_assert_lo_only: the test's network namespace has only lo and no route (a connect
+# to any non-loopback address fails at once with ENETUNREACH). Checked at start and at the end.
+ipfly_clients_assert_lo_only() {
   local links; links=$(ip -o link show | awk -F': ' '{print $2}' | tr '\n' ' ')
   [ "$links" = "lo " ] || ipfly_die "network namespace has interfaces other than lo: $links"
-  # No route except loopback: a connect to any other address fails at once (ENETUNREACH).
   [ -z "$(ip route show)" ] || ipfly_die "unexpected routes in the test netns: $(ip route show)"
   echo "netns: only lo (routes: none)"
 }

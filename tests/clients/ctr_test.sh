@@ -110,4 +110,5 @@ for u in "$M" "$MM"; do
   check '[ "$errs" = 0 ]' "no 5xx responses from $u"
 done
 check '! grep -qE "\[(error|critical)\]" "$LOG" "$MLOG"' "no errors in the shim logs"
+ipfly_clients_assert_lo_only
 echo "PASS ctr_test ($(ipfly_since "$T0") s)"

@@ -183,4 +183,5 @@ for u in "$M" "$MM" "http://$A"; do
   check '[ "$errs" = 0 ]' "no 5xx responses from $u"
 done
 check '! grep -qE "\[(error|critical)\]" "$LOG" "$MLOG" "$W/auth/registry.log"' "no errors in the shim logs"
+ipfly_clients_assert_lo_only
 echo "PASS docker_test ($(ipfly_since "$T0") s)"

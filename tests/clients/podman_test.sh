@@ -202,4 +202,5 @@ for u in "http://$R" "$MM" "http://$A"; do
   check '[ "$errs" = 0 ]' "no 5xx responses from $u"
 done
 check '! grep -qE "\[(error|critical)\]" "$LOG" "$MLOG" "$W/auth/registry.log"' "no errors in the shim logs"
+ipfly_clients_assert_lo_only
 echo "PASS podman_test ($(ipfly_since "$T0") s)"
