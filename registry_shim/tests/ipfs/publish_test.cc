@@ -4,6 +4,7 @@
 //   - a dead node never fails a push (counted in /metrics);
 //   - --source kubo=URL: a registry whose block store lacks a blob serves it from the node.
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "core/multiformats/cid.h"
@@ -126,6 +127,57 @@ TEST(RegistryIpfs, PublishToNodeThenServeFromNode) {
     }
   }
   EXPECT_GE(from_node, 6) << metrics;
+}
+
+// Mirrored content is published too: docker-registry upstream, a pull through the mirror, then
+// the blob DAG and its layer index are on the node, pinned.
+TEST(RegistryIpfs, MirroredContentIsPublished) {
+  TempDir tmp;
+  int up_port = FreePort();
+  std::ofstream(tmp / "cfg.yml") << "version: 0.1\nstorage: {filesystem: {rootdirectory: "
+                                 << tmp / "data"
+                                 << "}}\nhttp: {addr: 127.0.0.1:" << up_port
+                                 << "}\nlog: {level: error}\n";
+  pid_t up = Spawn({"docker-registry", "serve", tmp / "cfg.yml"}, tmp / "up.log");
+  ASSERT_GT(up, 0);
+  struct Stopper {
+    pid_t pid;
+    ~Stopper() { StopPid(pid); }
+  } stop_up{up};
+  ASSERT_TRUE(WaitFor([&] { return St(httplib::Client("127.0.0.1", up_port).Get("/v2/")) == 200; },
+                      std::chrono::seconds(10)))
+      << ReadFile(tmp / "up.log");
+  auto tar = ipfly::testing::Sh("mkdir -p " + tmp / "t/etc" + " && head -c 300000 /dev/urandom > " +
+                                tmp / "t/etc/f" + " && tar -C " + tmp / "t" + " -czf " +
+                                tmp / "l.tgz" + " .");
+  ASSERT_EQ(tar.exit_code, 0) << tar.err;
+  TestImage img = MakeImage("mirrored", {ReadFile(tmp / "l.tgz")});
+  httplib::Client upc("127.0.0.1", up_port);
+  PushImage(upc, "library/mirrored", "1", img);
+
+  Registry m;
+  m.Start(
+      {"--upstream", "http://127.0.0.1:" + std::to_string(up_port), "--publish-kubo", NodeRpc()});
+  auto c = m.Client();
+  auto man = c->Get("/v2/library/mirrored/manifests/1",
+                    {{"Accept", "application/vnd.oci.image.manifest.v1+json"}});
+  ASSERT_EQ(St(man), 200) << m.log();
+  auto blob = c->Get("/v2/library/mirrored/blobs/" + DigestOf(img.layers[0]));
+  ASSERT_EQ(St(blob), 200) << m.log();
+  auto res = json::parse(Body(c->Get("/ipfly/v1/layers/" + DigestOf(img.layers[0]))));
+  std::string cid = res["cid"], index_cid = res["index_cid"];
+  ASSERT_FALSE(index_cid.empty());
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return m.Metric("ipfly_registry_publish_ok_total") >= 2 &&
+               m.Metric("ipfly_registry_publish_queue_length") == 0;
+      },
+      std::chrono::seconds(60)))
+      << m.log();
+  EXPECT_TRUE(NodeCat(cid) == img.layers[0]);
+  EXPECT_TRUE(NodePinned(cid));
+  EXPECT_TRUE(NodePinned(index_cid)) << "layer index " << index_cid << " not pinned";
+  EXPECT_TRUE(NodeHasBlock(index_cid));
 }
 
 // A dead Kubo URL: pushes still succeed, failures are counted, shutdown is prompt.
