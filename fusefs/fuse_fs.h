@@ -36,6 +36,9 @@ struct FuseOptions {
   // resolved by inode, so files still open when their tree is detached get ENOENT instead of
   // their content. For mounts whose trees stay attached while in use (`ipfly mount`).
   bool zero_message_open = false;
+  // Readahead of the mount in KiB, set through /sys/class/bdi (root only; 0 = kernel default,
+  // 128 KiB). Larger readahead means fewer, larger read requests for sequential readers.
+  unsigned read_ahead_kb = 1024;
 };
 
 class FuseFs {
