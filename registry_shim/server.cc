@@ -896,8 +896,25 @@ struct RegistryServer::Impl {
     auto blob = catalog->GetBlob(digest);
     if (!blob.ok()) return InternalError(res, blob.error());
     if (*blob) {
+      auto linked = catalog->RepoHasBlob(name, digest);
+      if (!linked.ok()) return InternalError(res, linked.error());
+      if (!*linked) {
+        // Known content, but not for this repository: the upstream decides whether this
+        // repository may see it, so repositories stay as isolated as upstream's (the bytes are
+        // not downloaded again).
+        const std::string uname = upstream->UpstreamName(name);
+        auto head = upstream->Fetch("HEAD", uname, "/v2/" + uname + "/blobs/" + digest, {}, 0);
+        if (!head.ok()) return UpstreamFailed(res, digest, head.error());
+        if (head->status == 404) return SendError(res, 404, "BLOB_UNKNOWN", "blob unknown", digest);
+        if (head->status != 200) {
+          return UpstreamFailed(res, digest,
+                                Unavailable("upstream answered " + std::to_string(head->status)));
+        }
+        if (Status s = catalog->LinkBlob(name, digest); !s.ok()) {
+          return InternalError(res, s.error());
+        }
+      }
       upstream_hits.fetch_add(1);
-      if (Status s = catalog->LinkBlob(name, digest); !s.ok()) return InternalError(res, s.error());
       return GetBlob(req, res, name, digest);
     }
     upstream_misses.fetch_add(1);

@@ -967,6 +967,14 @@ TEST(RegistryMirror, PullThroughDockerRegistry) {
   }
   EXPECT_EQ(St(c->Get("/v2/ipfs/library/nope/manifests/1")), 404);
 
+  // Repositories stay isolated: a blob the mirror holds for library/bb is not handed to a
+  // repository the upstream does not have it in.
+  std::string first_layer = mj["layers"][0]["digest"];
+  auto other = c->Get(("/v2/other/secret/blobs/" + first_layer).c_str());
+  ASSERT_TRUE(other);
+  EXPECT_EQ(St(other), 404) << mirror.log();
+  EXPECT_EQ(ErrorCode(other), "BLOB_UNKNOWN");
+
   up.Stop();
   cp = RunCmd({"skopeo", "copy", "--src-tls-verify=false",
                "docker://" + mirror.host() + "/library/bb:1", "oci:" + d / "second" + ":x"});
