@@ -164,9 +164,10 @@ Result<Config> Config::Parse(std::string_view text, std::string_view origin) {
     return InvalidArgument(os.str());
   }
   Config c = Defaults();
-  IPFLY_RETURN_IF_ERROR(CheckKeys(
-      root, {"store", "cache", "import", "fetch", "source", "log", "snapshotter", "registry"},
-      "config"));
+  IPFLY_RETURN_IF_ERROR(CheckKeys(root,
+                                  {"store", "cache", "import", "fetch", "source", "log",
+                                   "snapshotter", "registry", "powergate"},
+                                  "config"));
   if (auto* t = root["store"].as_table()) {
     IPFLY_RETURN_IF_ERROR(CheckKeys(*t, {"dir"}, "[store]"));
     IPFLY_RETURN_IF_ERROR(GetString(*t, "dir", &c.store_dir, "store"));
@@ -205,7 +206,7 @@ Result<Config> Config::Parse(std::string_view text, std::string_view origin) {
     IPFLY_RETURN_IF_ERROR(
         CheckKeys(*t,
                   {"socket", "root", "resolver", "min_lazy_size", "background_fetch",
-                   "metrics_listen", "fuse_threads", "fuse_timeout_s"},
+                   "metrics_listen", "fuse_threads", "fuse_timeout_s", "span_cache_max_size"},
                   "[snapshotter]"));
     auto& s = c.snapshotter;
     IPFLY_RETURN_IF_ERROR(GetString(*t, "socket", &s.socket, "snapshotter"));
@@ -216,7 +217,26 @@ Result<Config> Config::Parse(std::string_view text, std::string_view origin) {
     IPFLY_RETURN_IF_ERROR(GetString(*t, "metrics_listen", &s.metrics_listen, "snapshotter"));
     IPFLY_RETURN_IF_ERROR(GetUint(*t, "fuse_threads", &s.fuse_threads, "snapshotter"));
     IPFLY_RETURN_IF_ERROR(GetDouble(*t, "fuse_timeout_s", &s.fuse_timeout_s, "snapshotter"));
+    IPFLY_RETURN_IF_ERROR(
+        GetSize(*t, "span_cache_max_size", &s.span_cache_max_bytes, "snapshotter"));
     if (s.fuse_threads == 0) return InvalidArgument("snapshotter.fuse_threads must be at least 1");
+  }
+  if (auto* t = root["powergate"].as_table()) {
+    IPFLY_RETURN_IF_ERROR(CheckKeys(*t,
+                                    {"address", "token", "token_env", "tls", "tls_ca", "ipfs_proxy",
+                                     "unfreeze_max_price", "job_poll_ms", "state_dir"},
+                                    "[powergate]"));
+    auto& p = c.powergate;
+    IPFLY_RETURN_IF_ERROR(GetString(*t, "address", &p.address, "powergate"));
+    IPFLY_RETURN_IF_ERROR(GetString(*t, "token", &p.token, "powergate"));
+    IPFLY_RETURN_IF_ERROR(GetString(*t, "token_env", &p.token_env, "powergate"));
+    IPFLY_RETURN_IF_ERROR(GetBool(*t, "tls", &p.tls, "powergate"));
+    IPFLY_RETURN_IF_ERROR(GetString(*t, "tls_ca", &p.tls_ca, "powergate"));
+    IPFLY_RETURN_IF_ERROR(GetString(*t, "ipfs_proxy", &p.ipfs_proxy, "powergate"));
+    IPFLY_RETURN_IF_ERROR(GetUint(*t, "unfreeze_max_price", &p.unfreeze_max_price, "powergate"));
+    IPFLY_RETURN_IF_ERROR(GetUint(*t, "job_poll_ms", &p.job_poll_ms, "powergate"));
+    IPFLY_RETURN_IF_ERROR(GetString(*t, "state_dir", &p.state_dir, "powergate"));
+    if (p.job_poll_ms == 0) return InvalidArgument("powergate.job_poll_ms must be at least 1");
   }
   if (auto* t = root["registry"].as_table()) {
     IPFLY_RETURN_IF_ERROR(CheckKeys(

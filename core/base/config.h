@@ -43,6 +43,9 @@ struct SnapshotterConfig {
   std::string metrics_listen;     // "127.0.0.1:9401" = Prometheus text on /metrics ("" = off)
   unsigned fuse_threads = 16;
   double fuse_timeout_s = 86400;  // entry/attr timeouts of the FUSE mount (content is immutable)
+  // Global cap on the span caches of all lazy layers (decompressed data on disk). Over the cap,
+  // the least recently used span caches of layers no snapshot in use needs are dropped first.
+  uint64_t span_cache_max_bytes = 20ull << 30;
 };
 
 // [registry]: ipfly-registry (OCI distribution server on IPFS). Flags override.
@@ -60,6 +63,19 @@ struct RegistryConfig {
   std::string publish_kubo;  // Kubo RPC URL to publish pushed/mirrored content to ("" = off)
 };
 
+// [powergate]: the cold fallback (Filecoin retrieval through Powergate). Off when address is "".
+struct PowergateConfig {
+  std::string address;  // gRPC target "host:port" of powd (default port 5002); "" = off
+  std::string token;    // user token sent as x-ffs-token (never logged)
+  std::string token_env = "IPFLY_POWERGATE_TOKEN";  // environment variable read when token = ""
+  bool tls = false;                                 // TLS to powd (system roots, or tls_ca)
+  std::string tls_ca;      // PEM file with the CA for tls ("" = system roots)
+  std::string ipfs_proxy;  // Powergate's IPFS reverse proxy (Kubo RPC), e.g. http://host:6002
+  uint64_t unfreeze_max_price = 0;  // attoFIL cap for a Filecoin retrieval (thaw); 0 = no thaws
+  uint32_t job_poll_ms = 2000;      // how often a thaw job is polled when not watched
+  std::string state_dir;            // persisted thaw jobs; default <store_dir>/powergate
+};
+
 struct Config {
   std::string store_dir;  // embedded block store; default: DefaultStoreDir()
   std::string cache_dir;  // block cache for fetched blocks; default: <store_dir>/cache
@@ -70,6 +86,7 @@ struct Config {
   std::string log_level;  // empty = IPFLY_LOG or "warn"
   SnapshotterConfig snapshotter;
   RegistryConfig registry;
+  PowergateConfig powergate;
 
   // Defaults with store/cache dirs filled in.
   static Config Defaults();

@@ -133,6 +133,35 @@ tag_ttl_s = 10
   EXPECT_TRUE(example.ok()) << example.error().ToString();
 }
 
+TEST(Config, SpanCacheCapAndPowergate) {
+  EXPECT_EQ(Config::Defaults().snapshotter.span_cache_max_bytes, 20ull << 30);
+  EXPECT_TRUE(Config::Defaults().powergate.address.empty());
+  auto c = Config::Parse(R"(
+[snapshotter]
+span_cache_max_size = "64MiB"
+[powergate]
+address = "127.0.0.1:5002"
+token_env = "PG_TOKEN"
+ipfs_proxy = "http://127.0.0.1:6002"
+unfreeze_max_price = 1000000
+job_poll_ms = 50
+state_dir = "/tmp/pg"
+)");
+  ASSERT_TRUE(c.ok()) << c.error().ToString();
+  EXPECT_EQ(c->snapshotter.span_cache_max_bytes, 64ull << 20);
+  EXPECT_EQ(c->powergate.address, "127.0.0.1:5002");
+  EXPECT_EQ(c->powergate.token_env, "PG_TOKEN");
+  EXPECT_EQ(c->powergate.ipfs_proxy, "http://127.0.0.1:6002");
+  EXPECT_EQ(c->powergate.unfreeze_max_price, 1000000u);
+  EXPECT_EQ(c->powergate.job_poll_ms, 50u);
+  EXPECT_EQ(c->powergate.state_dir, "/tmp/pg");
+  EXPECT_FALSE(c->powergate.tls);
+  auto bad = Config::Parse("[powergate]\ntokn = \"x\"\n");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message().find("tokn"), std::string::npos);
+  EXPECT_FALSE(Config::Parse("[powergate]\njob_poll_ms = 0\n").ok());
+}
+
 TEST(Config, SourceSpecAndSizes) {
   EXPECT_TRUE(SourceSpec::Parse("gateway=http://127.0.0.1:1").ok());
   EXPECT_FALSE(SourceSpec::Parse("gateway").ok());
