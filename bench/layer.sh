@@ -111,8 +111,15 @@ tar -C "$W/f256" -cf - file | gzip -1 > "$W/f256.tgz"
 C2=$("$IPFLY" add -q --store "$W/st2" "$W/f256.tgz"); I2=$("$IPFLY" index "$W/f256.tgz" --store "$W/st2" 2>/dev/null | tail -1)
 mount_layer "$W/mnt2" "$W/m2.log" "$C2" --index "$I2" --store "$W/st2"
 cat "$W/mnt2/file" > /dev/null   # fills the span cache
-drop; t0=$(now); cat "$W/mnt2/file" > /dev/null; t_fuse=$(since "$t0")
-drop; t0=$(now); cat "$W/f256/file" > /dev/null; t_ext4=$(since "$t0")
+# Three alternating rounds, median of each arm (one round is at the mercy of other load).
+tf=(); te=()
+for _ in 1 2 3; do
+  drop; t0=$(now); cat "$W/mnt2/file" > /dev/null; tf+=("$(since "$t0")")
+  drop; t0=$(now); cat "$W/f256/file" > /dev/null; te+=("$(since "$t0")")
+done
+median() { printf '%s\n' "$@" | sort -g | sed -n 2p; }
+t_fuse=$(median "${tf[@]}"); t_ext4=$(median "${te[@]}")
+echo "  rounds: fuse ${tf[*]} s; ext4 ${te[*]} s"
 cmp -s "$W/mnt2/file" "$W/f256/file" || { echo "WRONG BYTES in warm read" >&2; exit 1; }
 unmount_last
 awk -v a="$t_fuse" -v e="$t_ext4" 'BEGIN {
