@@ -97,6 +97,20 @@ std::optional<CliError> CmdStatus(const GlobalOptions& g, const StatusOptions& o
                 Short(l.value("blob_cid", std::string("-")), 24).c_str(), fs.c_str(),
                 state.c_str());
   }
+  if (doc.contains("span_cache") && doc["span_cache"].is_object()) {
+    const auto& sc = doc["span_cache"];
+    uint64_t max = sc.value("max_bytes", 0ull);
+    std::printf("\nspan cache: %s of %s", Human(sc.value("bytes", 0ull)).c_str(),
+                max ? Human(max).c_str() : "no cap");
+    std::printf(", evicted %llu layers (%s)",
+                static_cast<unsigned long long>(sc.value("evicted_layers", 0ull)),
+                Human(sc.value("evicted_bytes", 0ull)).c_str());
+    if (uint64_t n = sc.value("over_cap_in_use", 0ull)) {
+      std::printf(", over the cap with layers in use %llu times",
+                  static_cast<unsigned long long>(n));
+    }
+    std::printf("\n");
+  }
   std::printf("\nfallbacks (downloaded by containerd):");
   if (doc["fallbacks"].empty()) std::printf(" none");
   for (const auto& [reason, n] : doc["fallbacks"].items()) {

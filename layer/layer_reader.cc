@@ -4,12 +4,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <cstring>
 #include <filesystem>
 #include <list>
 #include <map>
 #include <mutex>
+#include <shared_mutex>
 
 #include "core/base/log.h"
 
@@ -56,10 +58,15 @@ struct LayerReader::Impl {
   int data_fd = -1;  // sparse file of the uncompressed stream
   int map_fd = -1;   // one byte per span: 1 = present and verified
 
+  // Lock order: io_mu before mu. Shared by preads of cached spans and by writes of new spans,
+  // exclusive for DropSpanCache: no pread can see punched data, no write can be punched away
+  // after its span is marked present.
+  std::shared_mutex io_mu;
   mutable std::mutex mu;
   std::condition_variable cv;
-  std::vector<uint8_t> present;      // per span
-  std::map<size_t, bool> in_flight;  // span -> being decompressed
+  std::atomic<int64_t> last_access_ns{0};  // steady clock
+  std::vector<uint8_t> present;            // per span
+  std::map<size_t, bool> in_flight;        // span -> being decompressed
   // Memory-only mode: span -> bytes, LRU order in `lru` (front = most recent).
   std::map<size_t, std::shared_ptr<const Bytes>> mem;
   std::list<size_t> lru;
@@ -95,8 +102,45 @@ struct LayerReader::Impl {
     ssize_t n = ::pread(map_fd, present.data(), present.size(), 0);
     if (n < 0) return ErrnoError("read span map", errno);
     for (auto& p : present) p = p == 1 ? 1 : 0;
-    for (auto p : present) stats.spans_cached += p;
+    for (size_t i = 0; i < present.size(); ++i) {
+      if (!present[i]) continue;
+      stats.spans_cached++;
+      stats.cached_bytes += index->SpanEnd(i) - index->SpanStart(i);
+    }
     return OkStatus();
+  }
+
+  Result<uint64_t> Drop() {
+    if (data_fd < 0) {
+      std::lock_guard lk(mu);
+      mem.clear();
+      lru.clear();
+      return uint64_t{0};
+    }
+    std::unique_lock io(io_mu);
+    uint64_t freed;
+    {
+      std::lock_guard lk(mu);
+      freed = stats.cached_bytes;
+      if (stats.spans_cached == 0) return uint64_t{0};
+      std::fill(present.begin(), present.end(), 0);
+      stats.spans_cached = 0;
+      stats.cached_bytes = 0;
+      ++stats.drops;
+    }
+    // The map is cleared durably before the data goes: a crash in between leaves unmapped data
+    // (harmless), never mapped holes.
+    if (::ftruncate(map_fd, 0) != 0 || ::fdatasync(map_fd) != 0) {
+      return ErrnoError("clear span map", errno);
+    }
+    const auto size = static_cast<off_t>(index->uncompressed_size);
+    if (::fallocate(data_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, size) != 0) {
+      if (errno != EOPNOTSUPP && errno != ENOSYS) return ErrnoError("punch span cache", errno);
+      if (::ftruncate(data_fd, 0) != 0 || ::ftruncate(data_fd, size) != 0) {
+        return ErrnoError("truncate span cache", errno);
+      }
+    }
+    return freed;
   }
 
   // Decompresses span `i`, checks its hash, stores it. Called without `mu` held.
@@ -136,11 +180,23 @@ struct LayerReader::Impl {
     }
     auto shared = std::make_shared<const Bytes>(std::move(*data));
     if (data_fd >= 0) {
-      IPFLY_RETURN_IF_ERROR(PwriteAll(data_fd, shared->data(), shared->size(), start));
-      // Data must be durable before the map says it is there.
-      if (::fdatasync(data_fd) != 0) return ErrnoError("span cache sync", errno);
-      uint8_t one = 1;
-      IPFLY_RETURN_IF_ERROR(PwriteAll(map_fd, &one, 1, i));
+      {
+        // Shared with other writers and preads; a drop waits for it (and the span is marked
+        // present before the drop can run, so the drop accounts for it).
+        std::shared_lock io(io_mu);
+        IPFLY_RETURN_IF_ERROR(PwriteAll(data_fd, shared->data(), shared->size(), start));
+        // Data must be durable before the map says it is there.
+        if (::fdatasync(data_fd) != 0) return ErrnoError("span cache sync", errno);
+        uint8_t one = 1;
+        IPFLY_RETURN_IF_ERROR(PwriteAll(map_fd, &one, 1, i));
+        std::lock_guard lk(mu);
+        if (!present[i]) {
+          present[i] = 1;
+          ++stats.spans_cached;
+          stats.cached_bytes += shared->size();
+        }
+      }
+      if (options.on_span_cached) options.on_span_cached(shared->size());
     }
     return shared;
   }
@@ -149,31 +205,35 @@ struct LayerReader::Impl {
   Status ReadSpan(size_t i, uint64_t off, MutableByteView out, fetch::Deadline dl) {
     uint64_t start = index->SpanStart(i);
     std::shared_ptr<const Bytes> bytes;
-    {
+    for (;;) {
+      // A cached span is read under the shared io lock, so a drop cannot punch it meanwhile.
+      std::shared_lock io(io_mu, std::defer_lock);
+      if (data_fd >= 0) io.lock();
       std::unique_lock lk(mu);
-      for (;;) {
-        if (data_fd >= 0 && present[i]) {
+      if (data_fd >= 0 && present[i]) {
+        ++stats.span_hits;
+        lk.unlock();
+        return PreadAll(data_fd, out.data(), out.size(), off);
+      }
+      if (data_fd < 0) {
+        auto it = mem.find(i);
+        if (it != mem.end()) {
           ++stats.span_hits;
-          lk.unlock();
-          return PreadAll(data_fd, out.data(), out.size(), off);
-        }
-        if (data_fd < 0) {
-          auto it = mem.find(i);
-          if (it != mem.end()) {
-            ++stats.span_hits;
-            lru.remove(i);
-            lru.push_front(i);
-            bytes = it->second;
-            break;
-          }
-        }
-        if (!in_flight.count(i)) break;
-        if (cv.wait_until(lk, dl) == std::cv_status::timeout) {
-          return Timeout("waiting for span " + std::to_string(i) +
-                         " being fetched by another read");
+          lru.remove(i);
+          lru.push_front(i);
+          bytes = it->second;
+          break;
         }
       }
-      if (!bytes) in_flight[i] = true;
+      if (!in_flight.count(i)) {
+        in_flight[i] = true;
+        break;
+      }
+      // Never wait for another read's fetch while holding the io lock (a drop would wait too).
+      if (io.owns_lock()) io.unlock();
+      if (cv.wait_until(lk, dl) == std::cv_status::timeout) {
+        return Timeout("waiting for span " + std::to_string(i) + " being fetched by another read");
+      }
     }
     if (!bytes) {
       auto r = Produce(i, dl);
@@ -183,10 +243,7 @@ struct LayerReader::Impl {
       if (!r.ok()) return std::move(r).error();
       bytes = *r;
       ++stats.spans_decompressed;
-      if (data_fd >= 0) {
-        present[i] = 1;
-        ++stats.spans_cached;
-      } else {
+      if (data_fd < 0) {
         mem[i] = bytes;
         lru.push_front(i);
         while (lru.size() > std::max<size_t>(1, options.memory_spans)) {
@@ -211,12 +268,15 @@ Result<std::unique_ptr<LayerReader>> LayerReader::Open(std::shared_ptr<const Lay
   impl->blob = std::move(blob);
   impl->options = std::move(options);
   impl->stats.spans_total = impl->index->points.size();
+  impl->last_access_ns = std::chrono::steady_clock::now().time_since_epoch().count();
   if (impl->index->compression != Compression::kNone) IPFLY_RETURN_IF_ERROR(impl->OpenCache());
   return std::unique_ptr<LayerReader>(new LayerReader(std::move(impl)));
 }
 
 Result<size_t> LayerReader::Read(uint64_t offset, MutableByteView out, fetch::Deadline deadline) {
   const LayerIndex& idx = *impl_->index;
+  impl_->last_access_ns.store(std::chrono::steady_clock::now().time_since_epoch().count(),
+                              std::memory_order_relaxed);
   if (offset >= idx.uncompressed_size || out.empty()) return size_t{0};
   size_t len = static_cast<size_t>(std::min<uint64_t>(out.size(), idx.uncompressed_size - offset));
   if (idx.compression == Compression::kNone) {
@@ -251,5 +311,17 @@ LayerReaderStats LayerReader::stats() const {
   std::lock_guard lk(impl_->mu);
   return impl_->stats;
 }
+
+uint64_t LayerReader::SpanCacheBytes() const {
+  std::lock_guard lk(impl_->mu);
+  return impl_->stats.cached_bytes;
+}
+
+std::chrono::steady_clock::time_point LayerReader::LastAccess() const {
+  return std::chrono::steady_clock::time_point(
+      std::chrono::steady_clock::duration(impl_->last_access_ns.load(std::memory_order_relaxed)));
+}
+
+Result<uint64_t> LayerReader::DropSpanCache() { return impl_->Drop(); }
 
 }  // namespace ipfly::layer

@@ -9,11 +9,17 @@
 // not on disk). Cached spans are served by a single pread. Concurrent reads of one missing span
 // decompress it once. Plain (uncompressed) tar layers are read straight from the blob.
 //
+// The span cache can be dropped at any time (DropSpanCache, used by the snapshotter's global cap
+// on span caches): later reads simply decompress again. A drop never makes a read return wrong
+// bytes: preads of cached spans and writes of new spans hold a shared lock that the drop takes
+// exclusively, and the drop clears the map (durably) before it punches the data out.
+//
 // Thread-safe.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -53,12 +59,18 @@ struct LayerReaderStats {
   uint64_t span_compressed_bytes = 0;  // compressed size of the spans decompressed
   uint64_t spans_cached = 0;           // spans present now
   uint64_t spans_total = 0;
+  uint64_t cached_bytes = 0;  // uncompressed bytes of the spans present now (disk cache only)
+  uint64_t drops = 0;         // DropSpanCache calls that released something
 };
 
 struct LayerReaderOptions {
   // Directory of the persistent span cache; empty = memory only (a small LRU of spans).
   std::string cache_dir;
   size_t memory_spans = 8;  // spans kept in memory when there is no cache_dir
+  // Called with the span's size after a span was added to the disk cache, from the reading
+  // thread, with no lock of the reader held. Must be cheap and must not call back into the
+  // reader (the snapshotter uses it to notice that the global span cache cap is exceeded).
+  std::function<void(uint64_t bytes)> on_span_cached;
 };
 
 class LayerReader {
@@ -76,6 +88,23 @@ class LayerReader {
 
   const LayerIndex& index() const;
   LayerReaderStats stats() const;
+
+  // Uncompressed bytes of the spans in the disk cache now (the sum of their span sizes, which is
+  // what the sparse data file holds, give or take filesystem block rounding). 0 without a disk
+  // cache.
+  uint64_t SpanCacheBytes() const;
+  // When Read was last called (steady clock); the time of Open before any read.
+  std::chrono::steady_clock::time_point LastAccess() const;
+
+  // Releases the span cache: clears the map (on disk, synced) and then punches the data file out
+  // (FALLOC_FL_PUNCH_HOLE; truncate + re-extend where punching is not supported). The reader
+  // stays usable: reads after the drop decompress their spans again. Safe while reads run on
+  // other threads: a read either completes its pread before the drop touches the data or finds
+  // the span absent and fetches it again; a span being decompressed during the drop is written
+  // and marked after it. Returns the bytes released (SpanCacheBytes() before the drop); 0 without
+  // a disk cache (the memory LRU is cleared then). kIo if the map cannot be cleared (the data
+  // is then left in place, the in-memory map is cleared: spans are fetched and rewritten).
+  Result<uint64_t> DropSpanCache();
 
  private:
   struct Impl;

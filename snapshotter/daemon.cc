@@ -22,7 +22,7 @@ namespace ipfly::snapshotter {
 
 int RunSnapshotterMain(int argc, char** argv) {
   CLI::App app{"ipfly-snapshotter: containerd proxy snapshotter with lazy layers from IPFS"};
-  std::string config_path, socket, root, resolver, metrics, log_level;
+  std::string config_path, socket, root, resolver, metrics, log_level, span_cache_max;
   std::vector<std::string> sources;
   bool no_lazy = false;
   app.add_option("--config", config_path, "TOML config file (default /etc/ipfly/config.toml)");
@@ -32,6 +32,9 @@ int RunSnapshotterMain(int argc, char** argv) {
   app.add_option("--source", sources, "block source gateway=URL | kubo=URL (repeatable)");
   app.add_option("--metrics", metrics, "HOST:PORT for /metrics and /status");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error");
+  app.add_option("--span-cache-max-size", span_cache_max,
+                 "cap on the span caches of all lazy layers, e.g. 20GiB; 0 = none "
+                 "(snapshotter.span_cache_max_size)");
   app.add_flag("--no-lazy", no_lazy, "plain overlay snapshotter, no lazy layers");
   CLI11_PARSE(app, argc, argv);
 
@@ -53,6 +56,15 @@ int RunSnapshotterMain(int argc, char** argv) {
   if (!resolver.empty()) sc.resolver = resolver;
   if (!metrics.empty()) sc.metrics_listen = metrics;
   if (!log_level.empty()) cfg.log_level = log_level;
+  if (!span_cache_max.empty()) {
+    auto n = ParseByteSize(span_cache_max);
+    if (!n.ok()) {
+      std::fprintf(stderr, "ipfly-snapshotter: --span-cache-max-size: %s\n",
+                   n.error().message().c_str());
+      return 2;
+    }
+    sc.span_cache_max_bytes = *n;
+  }
   if (!sources.empty()) {
     cfg.sources.clear();
     for (const auto& s : sources) {

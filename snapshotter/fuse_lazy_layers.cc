@@ -40,6 +40,8 @@ constexpr std::string_view kRemoteUrlsLabel = "containerd.io/snapshot/remote/url
 constexpr std::string_view kCriDigestLabel = "containerd.io/snapshot/cri.layer-digest";
 constexpr std::string_view kStargzDigestLabel = "containerd.io/snapshot/remote/stargz.digest";
 constexpr uint64_t kMaxIndexBytes = 256ull << 20;
+// The span cache cap is checked after every span written (a counter compare) and at this period.
+constexpr auto kEvictPeriod = std::chrono::seconds(30);
 
 std::string LabelOr(const Labels& labels, std::string_view key) {
   auto it = labels.find(std::string(key));
@@ -107,6 +109,12 @@ class FuseLazyLayers : public LazyLayers {
   FuseLazyLayers(Config config, std::string root) : config_(std::move(config)), root_(root) {}
 
   ~FuseLazyLayers() override {
+    {
+      std::lock_guard lk(evict_mu_);
+      evict_stop_ = true;
+    }
+    evict_cv_.notify_all();
+    if (evictor_.joinable()) evictor_.join();
     std::vector<std::shared_ptr<Layer>> layers;
     {
       std::lock_guard lk(mu_);
@@ -135,7 +143,9 @@ class FuseLazyLayers : public LazyLayers {
     fetcher_ = IPFLY_TRY(fetch::MakeFetcher(config_, fo));
     reader_ = std::make_unique<fetch::UnixfsReader>(
         fetcher_.get(), fetch::UnixfsReaderOptions::FromConfig(config_.fetch));
-    return MountFuse();
+    IPFLY_RETURN_IF_ERROR(MountFuse());
+    evictor_ = std::thread([this] { EvictorLoop(); });
+    return OkStatus();
   }
 
   Result<RemoteLayer> Resolve(const Labels& labels) override {
@@ -236,6 +246,7 @@ class FuseLazyLayers : public LazyLayers {
       layer->index = index;
       layer::LayerReaderOptions ro;
       ro.cache_dir = root_ + "/layers/spans";
+      ro.on_span_cached = [this](uint64_t n) { OnSpanCached(n); };
       auto src = std::make_unique<TrackedBlobSource>(reader_.get(), cid, &foreground_, &latency_);
       auto lr = layer::LayerReader::Open(index, std::move(src), ro);
       if (!lr.ok()) return std::move(lr).error().With("span cache of " + rl.blob_cid);
@@ -313,6 +324,8 @@ class FuseLazyLayers : public LazyLayers {
       s.bytes_fetched = rs.compressed_bytes_read + l.bg_bytes.load();
       s.blob_size = l.index->compressed_size;
       s.background_complete = l.bg_complete.load();
+      s.span_cache_bytes = l.reader->SpanCacheBytes();
+      s.in_use = InUseLocked(l);
       out.push_back(std::move(s));
     }
     return out;
@@ -323,7 +336,45 @@ class FuseLazyLayers : public LazyLayers {
     auto fs = fetcher_->stats();
     out += "# TYPE ipfly_blocks_fetched_total counter\nipfly_blocks_fetched_total " +
            std::to_string(fs.fetched) + "\n";
+    auto sc = SpanCache();
+    auto line = [&](const char* name, const char* type, const char* help, uint64_t v) {
+      out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" +
+             name + " " + std::to_string(v) + "\n";
+    };
+    line("ipfly_snapshotter_span_cache_bytes", "gauge",
+         "Decompressed bytes in the span caches of all attached lazy layers.", sc.bytes);
+    line("ipfly_snapshotter_span_cache_max_bytes", "gauge",
+         "Cap on the span caches (snapshotter.span_cache_max_size; 0 = none).", sc.max_bytes);
+    line("ipfly_snapshotter_span_cache_evictions_total", "counter",
+         "Span caches of layers not in use dropped to stay under the cap.", sc.evicted_layers);
+    line("ipfly_snapshotter_span_cache_evicted_bytes_total", "counter",
+         "Bytes released by span cache evictions.", sc.evicted_bytes);
+    line("ipfly_snapshotter_span_cache_over_cap_in_use_total", "counter",
+         "Times the span caches stayed over the cap with only layers in use left.",
+         sc.over_cap_in_use);
     return out;
+  }
+
+  void SetInUse(const std::set<std::string>& ids) override {
+    {
+      std::lock_guard lk(mu_);
+      in_use_ids_ = ids;
+    }
+    // Layers may have become evictable.
+    WakeEvictor();
+  }
+
+  SpanCacheStatus SpanCache() override {
+    SpanCacheStatus s;
+    {
+      std::lock_guard lk(mu_);
+      for (const auto& [blob, l] : layers_) s.bytes += l->reader->SpanCacheBytes();
+    }
+    s.max_bytes = config_.snapshotter.span_cache_max_bytes;
+    s.evicted_layers = evicted_layers_.load();
+    s.evicted_bytes = evicted_bytes_.load();
+    s.over_cap_in_use = over_cap_in_use_.load();
+    return s;
   }
 
  private:
@@ -338,6 +389,106 @@ class FuseLazyLayers : public LazyLayers {
     std::atomic<bool> bg_complete{false};
     std::atomic<uint64_t> bg_bytes{0};
   };
+
+  // A layer is in use when one of its ids is in the set the service gave (mu_ held).
+  bool InUseLocked(const Layer& l) const {
+    for (const auto& id : l.ids) {
+      if (in_use_ids_.count(id)) return true;
+    }
+    return false;
+  }
+
+  // From a reading thread, after a span was written: only a counter and, over the cap, a wake-up
+  // of the evictor (eviction never runs in a container's read).
+  void OnSpanCached(uint64_t n) {
+    const uint64_t cap = config_.snapshotter.span_cache_max_bytes;
+    if (span_bytes_.fetch_add(n) + n > cap && cap > 0) WakeEvictor();
+  }
+
+  void WakeEvictor() {
+    {
+      std::lock_guard lk(evict_mu_);
+      evict_wanted_ = true;
+    }
+    evict_cv_.notify_all();
+  }
+
+  void EvictorLoop() {
+    std::unique_lock lk(evict_mu_);
+    while (!evict_stop_) {
+      evict_cv_.wait_for(lk, kEvictPeriod, [&] { return evict_stop_ || evict_wanted_; });
+      if (evict_stop_) break;
+      evict_wanted_ = false;
+      lk.unlock();
+      EnforceCap();
+      lk.lock();
+    }
+  }
+
+  // Over the cap: drops whole span caches of layers not in use, least recently read first,
+  // down to 90 % of the cap. Layers in use are never evicted; if they alone exceed the cap, that
+  // is warned about and counted once per episode. Only the evictor thread runs this.
+  void EnforceCap() {
+    const uint64_t cap = config_.snapshotter.span_cache_max_bytes;
+    struct Candidate {
+      std::shared_ptr<layer::LayerReader> reader;
+      std::string blob;
+      uint64_t bytes;
+      Clock::time_point last;
+      bool in_use;
+    };
+    std::vector<Candidate> cands;
+    uint64_t total = 0;
+    {
+      std::lock_guard lk(mu_);
+      for (const auto& [blob, l] : layers_) {
+        uint64_t b = l->reader->SpanCacheBytes();
+        total += b;
+        cands.push_back({l->reader, blob, b, l->reader->LastAccess(), InUseLocked(*l)});
+      }
+    }
+    span_bytes_.store(total);
+    if (cap == 0 || total <= cap) {
+      over_cap_episode_ = false;
+      return;
+    }
+    const uint64_t target = cap - cap / 10;
+    std::sort(cands.begin(), cands.end(),
+              [](const Candidate& a, const Candidate& b) { return a.last < b.last; });
+    for (auto& c : cands) {
+      if (total <= target) break;
+      if (c.in_use || c.bytes == 0) continue;
+      // A layer that became in use since the snapshot above may lose its cache here: that costs
+      // a refetch, never correctness (the reader drops safely under concurrent reads).
+      auto freed = c.reader->DropSpanCache();
+      if (!freed.ok()) {
+        IPFLY_LOG_WARN("span cache cap: dropping the span cache of {} failed: {}", c.blob,
+                       freed.error().ToString());
+        continue;
+      }
+      total -= std::min(total, *freed);
+      evicted_layers_++;
+      evicted_bytes_ += *freed;
+      IPFLY_LOG_INFO(
+          "span cache cap: dropped {} bytes of decompressed spans of layer {} (not in "
+          "use); span caches now {} of {} bytes",
+          *freed, c.blob, total, cap);
+    }
+    span_bytes_.store(total);
+    if (total > cap) {
+      if (!over_cap_episode_) {
+        over_cap_episode_ = true;
+        over_cap_in_use_++;
+        IPFLY_LOG_WARN(
+            "span cache cap: {} bytes of span caches exceed "
+            "snapshotter.span_cache_max_size ({} bytes), and every layer left is in "
+            "use by a container or view; nothing more is evicted",
+            total, cap);
+      }
+    } else {
+      over_cap_episode_ = false;
+    }
+  }
 
   static Status ValidateId(const std::string& id) {
     if (id.empty() || id == "." || id == ".." || id.find('/') != std::string::npos) {
@@ -622,6 +773,19 @@ class FuseLazyLayers : public LazyLayers {
   std::map<std::string, std::shared_ptr<Layer>> layers_;  // by blob CID
   std::map<std::string, std::string> attached_;           // id -> blob CID
   uint64_t lazy_mounts_ = 0;
+  std::set<std::string> in_use_ids_;  // SetInUse
+
+  // Span cache cap: the evictor thread runs EnforceCap when woken and every kEvictPeriod.
+  std::atomic<uint64_t> span_bytes_{0};  // + each span written; set to the exact sum each pass
+  std::atomic<uint64_t> evicted_layers_{0};
+  std::atomic<uint64_t> evicted_bytes_{0};
+  std::atomic<uint64_t> over_cap_in_use_{0};
+  bool over_cap_episode_ = false;  // evictor thread only
+  std::mutex evict_mu_;
+  std::condition_variable evict_cv_;
+  bool evict_wanted_ = false;
+  bool evict_stop_ = false;
+  std::thread evictor_;
 
   std::mutex index_mu_;
   std::map<std::string, std::shared_ptr<const layer::LayerIndex>> index_memo_;

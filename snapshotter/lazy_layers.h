@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -57,8 +58,26 @@ class LazyLayers {
     uint64_t bytes_fetched = 0;  // compressed bytes fetched for this layer so far
     uint64_t blob_size = 0;
     bool background_complete = false;
+    uint64_t span_cache_bytes = 0;  // decompressed bytes of the layer in its span cache
+    bool in_use = false;            // in the chain of an active snapshot or view (SetInUse)
   };
   virtual std::vector<LayerStatus> Layers() = 0;
+
+  // Span cache cap. The service tells which attached ids (as given to Attach) are in use: in the
+  // parent chain of an active snapshot (a container's rootfs, an unpack in progress) or a view.
+  // Each call replaces the previous set. When the span caches of all layers together exceed
+  // the configured cap, the caches of layers none of whose ids is in use are dropped, least
+  // recently read first; layers in use are never evicted. Default: no cap (ignored).
+  virtual void SetInUse(const std::set<std::string>& ids) { (void)ids; }
+
+  struct SpanCacheStatus {
+    uint64_t bytes = 0;            // span cache bytes of all attached layers
+    uint64_t max_bytes = 0;        // the cap (0 = none)
+    uint64_t evicted_layers = 0;   // span caches dropped by the cap (counter)
+    uint64_t evicted_bytes = 0;    // bytes they held (counter)
+    uint64_t over_cap_in_use = 0;  // times the cap was exceeded by layers in use alone (counter)
+  };
+  virtual SpanCacheStatus SpanCache() { return {}; }
 
   // Extra Prometheus text lines (e.g. the on-demand fetch latency histogram); "" if none.
   virtual std::string MetricsText() { return {}; }

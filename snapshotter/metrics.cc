@@ -147,6 +147,8 @@ std::string RenderStatusJson(SnapshotService& service) {
           l["bytes_fetched"] = it->second.bytes_fetched;
           l["blob_size"] = it->second.blob_size;
           l["background_complete"] = it->second.background_complete;
+          l["span_cache_bytes"] = it->second.span_cache_bytes;
+          l["in_use"] = it->second.in_use;
         }
         j["lazy"] = std::move(l);
       }
@@ -159,6 +161,14 @@ std::string RenderStatusJson(SnapshotService& service) {
               {"lazy_mounts", service.metrics().lazy_mounts()},
               {"fallbacks", std::move(fb)},
               {"snapshots", std::move(snaps)}};
+  if (service.lazy()) {
+    auto sc = service.lazy()->SpanCache();
+    doc["span_cache"] = {{"bytes", sc.bytes},
+                         {"max_bytes", sc.max_bytes},
+                         {"evicted_layers", sc.evicted_layers},
+                         {"evicted_bytes", sc.evicted_bytes},
+                         {"over_cap_in_use", sc.over_cap_in_use}};
+  }
   if (!all.ok()) doc["error"] = all.error().ToString();
   return doc.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }

@@ -36,8 +36,9 @@ class Metrics {
 
 // Prometheus text exposition of the service's counters and its lazy layers.
 std::string RenderPrometheus(SnapshotService& service);
-// {"snapshots":[{key, kind, parent, id, lazy:{...}, bytes_fetched, blob_size}], "fallbacks":{...},
-//  "lazy_mounts": n, "lazy_enabled": bool}
+// {"snapshots":[{key, kind, parent, id, lazy:{..., bytes_fetched, blob_size, span_cache_bytes,
+//  in_use}}], "fallbacks":{...}, "lazy_mounts": n, "lazy_enabled": bool,
+//  "span_cache":{bytes, max_bytes, evicted_layers, evicted_bytes, over_cap_in_use} (lazy only)}
 std::string RenderStatusJson(SnapshotService& service);
 
 // HTTP server for /metrics and /status on "host:port" (loopback expected). Stops on destruction.

@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <set>
 #include <shared_mutex>
 #include <system_error>
@@ -132,7 +133,35 @@ Result<std::unique_ptr<SnapshotService>> SnapshotService::Open(const std::string
   s->lazy_ = lazy;
   s->index_off_ = ::access("/sys/module/overlay/parameters/index", F_OK) == 0;
   s->ReattachLazy();
+  s->UpdateLazyInUse();
   return s;
+}
+
+void SnapshotService::UpdateLazyInUse() {
+  if (!lazy_) return;
+  // Serialized so that the last SetInUse always reflects a List taken after every mutation
+  // that finished before it.
+  std::lock_guard lk(in_use_mu_);
+  auto all = store_->List();
+  if (!all.ok()) {
+    IPFLY_LOG_WARN("snapshotter: cannot list snapshots to mark lazy layers in use: {}",
+                   all.error().ToString());
+    return;
+  }
+  std::map<std::string, const SnapshotRecord*> by_key;
+  for (const auto& r : *all) by_key[r.key] = &r;
+  std::set<std::string> ids;
+  for (const auto& r : *all) {
+    if (r.kind != Kind::kActive && r.kind != Kind::kView) continue;
+    std::string p = r.parent;
+    for (size_t hops = 0; !p.empty() && hops < by_key.size(); ++hops) {
+      auto it = by_key.find(p);
+      if (it == by_key.end()) break;
+      if (it->second->lazy) ids.insert(std::to_string(it->second->id));
+      p = it->second->parent;
+    }
+  }
+  lazy_->SetInUse(ids);
 }
 
 void SnapshotService::ReattachLazy() {
@@ -334,6 +363,7 @@ Result<std::vector<MountSpec>> SnapshotService::Create(Kind kind, const std::str
     td.clear();
     return OkStatus();
   }));
+  if (!chain.empty()) UpdateLazyInUse();
   return MountsFor(rec, lowers);
 }
 
@@ -357,11 +387,13 @@ Status SnapshotService::Commit(const std::string& name, const std::string& key,
   }
   UsageInfo u = IPFLY_TRY(DiskUsage(SnapshotDir(r.id) + "/fs"));
   IPFLY_TRY(store_->Commit(key, name, u.size, u.inodes, labels));
+  UpdateLazyInUse();  // the active snapshot is gone: its parents may no longer be in use
   return OkStatus();
 }
 
 Status SnapshotService::Remove(const std::string& key) {
   auto r = IPFLY_TRY(store_->Remove(key));
+  if (r.kind != Kind::kCommitted) UpdateLazyInUse();
   std::error_code ec;
   fs::remove_all(SnapshotDir(r.id), ec);
   if (ec) {

@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <shared_mutex>
 #include <string>
 #include <vector>
@@ -94,6 +95,10 @@ class SnapshotService {
   Result<std::vector<std::string>> LowerDirs(const std::vector<SnapshotRecord>& chain);
   std::string SnapshotDir(int64_t id) const;
   void ReattachLazy();
+  // Tells LazyLayers which lazy layers are in the chain of an active snapshot or a view (their
+  // span caches are never evicted by the cap). After every change of that set: Open, Create
+  // with a parent, Commit, Remove of an active snapshot or view.
+  void UpdateLazyInUse();
 
   std::string root_;
   std::unique_ptr<MetadataStore> store_;
@@ -102,6 +107,7 @@ class SnapshotService {
   bool index_off_ = false;
   // Shared by Create (temp dir -> snapshots/<id>), exclusive for Cleanup.
   std::shared_mutex dirs_mu_;
+  std::mutex in_use_mu_;  // serializes UpdateLazyInUse
 };
 
 // Disk usage like containerd's fs.DiskUsage: allocated bytes (st_blocks * 512) and inode count

@@ -3,10 +3,13 @@
 #include "layer/layer_index.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <zstd.h>
 
+#include <atomic>
 #include <cstring>
 #include <random>
+#include <thread>
 
 #include "layer/layer_reader.h"
 #include "tests/support/process.h"
@@ -203,6 +206,112 @@ TEST(LayerReader, CorruptBlobNeverServesWrongBytes) {
     EXPECT_EQ(std::memcmp(out.data(), b.tar.data() + start, *n), 0) << "wrong bytes in span " << s;
   }
   EXPECT_GT(errors, 0);
+}
+
+// The snapshotter's span cache cap drops caches while containers read: every read must still
+// return the layer's bytes (never the zeros of a punched hole), and the accounting and the
+// persisted map must stay right.
+TEST(LayerReader, DropSpanCacheUnderConcurrentReadsNeverServesWrongBytes) {
+  Built b = BuildFrom("gzip -c", 64 * 1024);
+  auto idx = std::make_shared<const LayerIndex>(b.index);
+  ASSERT_GT(idx->points.size(), 20u);
+  ipfly::testing::TempDir dir;
+  std::atomic<uint64_t> announced{0};
+  LayerReaderOptions ro;
+  ro.cache_dir = dir.path();
+  ro.on_span_cached = [&](uint64_t n) { announced += n; };
+  auto opened = LayerReader::Open(idx, std::make_unique<MemBlob>(b.blob), ro);
+  ASSERT_TRUE(opened.ok()) << opened.error().ToString();
+  LayerReader& reader = **opened;
+  auto span_size = [&](size_t i) { return idx->SpanEnd(i) - idx->SpanStart(i); };
+  auto read_spans = [&](LayerReader& r, size_t from, size_t to) {
+    Bytes out(static_cast<size_t>(idx->SpanEnd(to - 1) - idx->SpanStart(from)));
+    auto n = r.Read(idx->SpanStart(from), out, fetch::DeadlineIn(std::chrono::seconds(10)));
+    ASSERT_TRUE(n.ok()) << n.error().ToString();
+    ASSERT_EQ(*n, out.size());
+    ASSERT_EQ(std::memcmp(out.data(), b.tar.data() + idx->SpanStart(from), *n), 0);
+  };
+
+  // Accounting: the bytes of exactly the spans read.
+  EXPECT_EQ(reader.SpanCacheBytes(), 0u);
+  auto before = reader.LastAccess();
+  read_spans(reader, 0, 4);
+  EXPECT_GE(reader.LastAccess(), before);
+  uint64_t four = span_size(0) + span_size(1) + span_size(2) + span_size(3);
+  EXPECT_EQ(reader.SpanCacheBytes(), four);
+  EXPECT_EQ(announced.load(), four);
+  read_spans(reader, 2, 5);  // two hits, one new span
+  EXPECT_EQ(reader.SpanCacheBytes(), four + span_size(4));
+
+  // Many readers, random ranges, while the cache is dropped again and again.
+  std::atomic<bool> stop{false};
+  std::atomic<int> wrong{0}, failed{0};
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 8; ++t) {
+    readers.emplace_back([&, t] {
+      std::mt19937_64 rng(100 + t);
+      for (int i = 0; i < 250; ++i) {
+        uint64_t off = rng() % b.tar.size();
+        size_t len = 1 + rng() % 200000;
+        Bytes out(len);
+        auto n = reader.Read(off, out, fetch::DeadlineIn(std::chrono::seconds(30)));
+        if (!n.ok()) {
+          ++failed;
+          continue;
+        }
+        if (std::memcmp(out.data(), b.tar.data() + off, *n) != 0) ++wrong;
+      }
+    });
+  }
+  int drops = 0;
+  uint64_t released = 0;
+  std::thread dropper([&] {
+    while (!stop) {
+      auto r = reader.DropSpanCache();
+      EXPECT_TRUE(r.ok()) << r.error().ToString();
+      if (r.ok() && *r > 0) {
+        ++drops;
+        released += *r;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  });
+  for (auto& t : readers) t.join();
+  stop = true;
+  dropper.join();
+  EXPECT_EQ(wrong.load(), 0) << "a read returned bytes that are not the layer's";
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_GT(drops, 3);
+  EXPECT_EQ(reader.stats().drops, static_cast<uint64_t>(drops));
+  // Everything announced was either released or is still cached.
+  EXPECT_EQ(announced.load(), released + reader.SpanCacheBytes());
+
+  // A final drop leaves an empty map and a data file with (almost) no blocks.
+  uint64_t left = reader.SpanCacheBytes();
+  auto last = reader.DropSpanCache();
+  ASSERT_TRUE(last.ok());
+  EXPECT_EQ(*last, left);
+  EXPECT_EQ(reader.SpanCacheBytes(), 0u);
+  EXPECT_EQ(reader.stats().spans_cached, 0u);
+  std::string base = dir / idx->layer_digest->hex();
+  struct stat st {};
+  ASSERT_EQ(::stat((base + ".data").c_str(), &st), 0);
+  EXPECT_EQ(static_cast<uint64_t>(st.st_size), idx->uncompressed_size);
+  EXPECT_LT(static_cast<uint64_t>(st.st_blocks) * 512, 64u << 10);
+  auto empty = reader.DropSpanCache();  // nothing left: a no-op
+  ASSERT_TRUE(empty.ok());
+  EXPECT_EQ(*empty, 0u);
+
+  // Reads after the drop fetch again; the persisted map lists exactly those spans.
+  read_spans(reader, 10, 12);
+  auto again = LayerReader::Open(idx, std::make_unique<MemBlob>(Bytes{}), ro);
+  ASSERT_TRUE(again.ok()) << again.error().ToString();
+  EXPECT_EQ((*again)->stats().spans_cached, 2u);
+  EXPECT_EQ((*again)->SpanCacheBytes(), span_size(10) + span_size(11));
+  read_spans(**again, 10, 12);  // served from the cache: the blob source is empty
+  Bytes out(16);
+  auto gone = (*again)->Read(idx->SpanStart(0), out, fetch::DeadlineIn(std::chrono::seconds(5)));
+  EXPECT_FALSE(gone.ok()) << "a dropped span must be fetched again, not read from the hole";
 }
 
 // A point whose sparse window keeps at least one byte.

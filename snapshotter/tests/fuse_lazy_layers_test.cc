@@ -10,6 +10,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <thread>
 
 #include "core/unixfs/importer.h"
@@ -301,6 +302,110 @@ TEST_F(FuseLazyLayersTest, RestartNeedsNoNetworkAndRemountHeals) {
       },
       std::chrono::seconds(10));
   EXPECT_TRUE(healed);
+}
+
+// The global span cache cap: span caches of layers no active snapshot uses are dropped least
+// recently read first until the total is under the cap; layers in use are kept (and an over-cap
+// state with only layers in use is counted); reads after an eviction fetch again, correctly.
+TEST_F(FuseLazyLayersTest, SpanCacheCapEvictsLeastRecentlyUsedLayersNotInUse) {
+  // Three layers of ~420 KB decompressed each (64 KiB spans); the cap holds two of them.
+  std::vector<StoredLayer> stored;
+  std::vector<std::string> files;
+  for (int i = 0; i < 3; ++i) {
+    std::string t = tmp_ / ("cap" + std::to_string(i));
+    fs::create_directories(t);
+    files.push_back(t + "/f.bin");
+    testing::WriteRandomFile(files.back(), 400 << 10, 1000 + i);
+    std::string w = tmp_ / ("capwork" + std::to_string(i));
+    fs::create_directories(w);
+    stored.push_back(MakeLayer(w, t, "gzip -n", config_.store_dir));
+  }
+  Config c = config_;
+  c.snapshotter.span_cache_max_bytes = 1 << 20;
+  auto lazy = Make(c);
+  ASSERT_TRUE(lazy);
+  std::vector<RemoteLayer> rls;
+  for (int i = 0; i < 3; ++i) {
+    auto rl = lazy->Resolve({{"containerd.io/snapshot/ipfly.cid", stored[i].blob_cid},
+                             {"containerd.io/snapshot/ipfly.index", stored[i].index_cid}});
+    ASSERT_TRUE(rl.ok()) << rl.error().ToString();
+    rls.push_back(*rl);
+  }
+  // Reads through a fresh id each time: a new inode, so the kernel's page cache cannot answer.
+  int next_id = 10;
+  std::map<int, std::string> id_of;  // layer -> last id attached
+  auto read_layer = [&](int i) {
+    std::string id = std::to_string(next_id++);
+    auto dir = lazy->Attach(id, rls[i]);
+    ASSERT_TRUE(dir.ok()) << dir.error().ToString();
+    id_of[i] = id;
+    ASSERT_EQ(Slurp(*dir + "/f.bin"), Slurp(files[i])) << "layer " << i;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // distinct access times
+  };
+  auto cached = [&](int i) {
+    uint64_t b = 0;
+    for (const auto& l : lazy->Layers()) {
+      if (l.layer.blob_cid == rls[i].blob_cid) b = l.span_cache_bytes;
+    }
+    return b;
+  };
+  auto settle = [&](uint64_t evictions) {
+    return testing::WaitFor(
+        [&] {
+          auto sc = lazy->SpanCache();
+          return sc.evicted_layers >= evictions && sc.bytes <= sc.max_bytes;
+        },
+        std::chrono::seconds(10));
+  };
+
+  read_layer(0);
+  read_layer(1);
+  EXPECT_GT(cached(0), 300u << 10);
+  EXPECT_GT(cached(1), 300u << 10);
+  EXPECT_EQ(lazy->SpanCache().evicted_layers, 0u);
+  read_layer(2);  // over the cap: layer 0, the least recently read, goes
+  ASSERT_TRUE(settle(1)) << lazy->SpanCache().bytes;
+  EXPECT_EQ(cached(0), 0u);
+  EXPECT_GT(cached(1), 0u);
+  EXPECT_GT(cached(2), 0u);
+  // Its span cache file is punched out, not just forgotten.
+  struct stat st {};
+  std::string data0 = tmp_ / ("root/layers/spans/" + stored[0].digest.substr(7) + ".data");
+  ASSERT_EQ(::stat(data0.c_str(), &st), 0);
+  EXPECT_LT(static_cast<uint64_t>(st.st_blocks) * 512, 64u << 10);
+
+  // Layer 1 is now under an active snapshot: layer 2 goes instead, although it was read later.
+  lazy->SetInUse({id_of[1]});
+  read_layer(0);  // fetched again after its eviction: right bytes (checked in read_layer)
+  ASSERT_TRUE(settle(2));
+  EXPECT_GT(cached(1), 0u);
+  EXPECT_EQ(cached(2), 0u);
+  EXPECT_GT(cached(0), 0u);
+  for (const auto& l : lazy->Layers()) EXPECT_EQ(l.in_use, l.layer.blob_cid == rls[1].blob_cid);
+
+  // Everything in use and over the cap: nothing is evicted, the episode is counted once.
+  lazy->SetInUse({id_of[0], id_of[1], id_of[2]});
+  read_layer(2);
+  ASSERT_TRUE(testing::WaitFor([&] { return lazy->SpanCache().over_cap_in_use == 1; },
+                               std::chrono::seconds(10)));
+  auto sc = lazy->SpanCache();
+  EXPECT_GT(sc.bytes, sc.max_bytes);
+  EXPECT_EQ(sc.evicted_layers, 2u);
+  // Released from use: back under the cap, the least recently read (layer 1) goes first.
+  lazy->SetInUse({});
+  ASSERT_TRUE(settle(3));
+  EXPECT_EQ(cached(1), 0u);
+  EXPECT_GT(cached(0), 0u);
+  EXPECT_GT(cached(2), 0u);
+  sc = lazy->SpanCache();
+  EXPECT_EQ(sc.over_cap_in_use, 1u);
+  EXPECT_GT(sc.evicted_bytes, 3 * (300u << 10));
+  std::string m = lazy->MetricsText();
+  EXPECT_NE(m.find("ipfly_snapshotter_span_cache_evictions_total 3\n"), std::string::npos) << m;
+  EXPECT_NE(m.find("ipfly_snapshotter_span_cache_max_bytes 1048576\n"), std::string::npos);
+  EXPECT_NE(m.find("ipfly_snapshotter_span_cache_over_cap_in_use_total 1\n"), std::string::npos);
+  // Evicted layers stay attached and readable.
+  EXPECT_EQ(Slurp(tmp_ / ("root/lazy/" + id_of[1] + "/f.bin")), Slurp(files[1]));
 }
 
 }  // namespace

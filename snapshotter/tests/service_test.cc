@@ -75,9 +75,18 @@ class DirLazyLayers : public LazyLayers {
     std::lock_guard lk(mu_);
     std::vector<LayerStatus> out;
     for (const auto& [id, l] : attached_) {
-      out.push_back({id, l, dir_ + "/" + id, 123, l.size, false});
+      out.push_back({id, l, dir_ + "/" + id, 123, l.size, false, 0, in_use_.count(id) > 0});
     }
     return out;
+  }
+
+  void SetInUse(const std::set<std::string>& ids) override {
+    std::lock_guard lk(mu_);
+    in_use_ = ids;
+  }
+  std::set<std::string> InUse() {
+    std::lock_guard lk(mu_);
+    return in_use_;
   }
 
   std::atomic<int> resolves{0}, ensures{0};
@@ -88,6 +97,7 @@ class DirLazyLayers : public LazyLayers {
   std::mutex mu_;
   std::string dir_;
   std::map<std::string, RemoteLayer> attached_;
+  std::set<std::string> in_use_;
 };
 
 class ServiceTest : public ::testing::Test {
@@ -507,6 +517,55 @@ TEST_F(ServiceTest, RestartKeepsStateAndReattachesLazyLayers) {
   ASSERT_TRUE(Mounts("c1", &mr).ok());
   EXPECT_EQ(mr.mounts(0).type(), "overlay");
   ASSERT_TRUE(Prepare("c2", "sha256:l", {}).ok());
+}
+
+// The span cache cap keeps the layers of running containers: the service tells LazyLayers which
+// lazy layers are in the chain of an active snapshot or a view, after every change.
+TEST_F(ServiceTest, LazyLayersUnderActiveSnapshotsAndViewsAreInUse) {
+  Layer("base", "", "one");
+  auto lazy = [&](const std::string& ref, const std::string& parent, const std::string& cid) {
+    EXPECT_EQ(
+        Prepare("k " + ref, parent, {{kSnapshotRefLabel, ref}, {kCidLabel, cid}}).error_code(),
+        grpc::StatusCode::ALREADY_EXISTS);
+    auto r = service_->store().Get(ref);
+    EXPECT_TRUE(r.ok());
+    return r.ok() ? std::to_string(r->id) : std::string();
+  };
+  std::string l1 = lazy("sha256:l1", "base", "bafy1");
+  std::string l2 = lazy("sha256:l2", "sha256:l1", "bafy2");
+  std::string solo = lazy("sha256:solo", "", "bafy3");
+  using Set = std::set<std::string>;
+  EXPECT_EQ(lazy_->InUse(), Set{});  // an image's committed layers alone are not in use
+  ASSERT_TRUE(Prepare("c1", "sha256:l2", {}).ok());
+  EXPECT_EQ(lazy_->InUse(), (Set{l1, l2}));
+  ASSERT_TRUE(Prepare("v", "sha256:solo", {}, nullptr, /*view=*/true).ok());
+  EXPECT_EQ(lazy_->InUse(), (Set{l1, l2, solo}));
+  // An ordinary layer unpacked on top of a lazy one keeps it in use through the chain.
+  ASSERT_TRUE(Prepare("x-active", "sha256:l1", {}).ok());
+  ASSERT_TRUE(Commit("x", "x-active").ok());
+  ASSERT_TRUE(Remove("c1").ok());
+  EXPECT_EQ(lazy_->InUse(), (Set{solo}));
+  ASSERT_TRUE(Prepare("c3", "x", {}).ok());
+  EXPECT_EQ(lazy_->InUse(), (Set{l1, solo}));
+  auto status = nlohmann::json::parse(RenderStatusJson(*service_));
+  ASSERT_TRUE(status["span_cache"].is_object()) << status.dump();
+  for (const auto& s : status["snapshots"]) {
+    if (s["key"] == "sha256:l1") {
+      EXPECT_EQ(s["lazy"]["in_use"], true);
+    }
+    if (s["key"] == "sha256:l2") {
+      EXPECT_EQ(s["lazy"]["in_use"], false);
+    }
+  }
+  ASSERT_TRUE(Remove("v").ok());
+  ASSERT_TRUE(Remove("c3").ok());
+  EXPECT_EQ(lazy_->InUse(), Set{});
+  // Recomputed on start.
+  ASSERT_TRUE(Prepare("c4", "sha256:l2", {}).ok());
+  Stop();
+  lazy_->SetInUse({"stale"});
+  Start();
+  EXPECT_EQ(lazy_->InUse(), (Set{l1, l2}));
 }
 
 TEST_F(ServiceTest, WithoutLazyLayersRefPreparesAreOrdinary) {
