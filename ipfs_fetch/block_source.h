@@ -1,6 +1,6 @@
 // Block sources: where verified blocks come from (embedded store, disk cache, trustless gateways,
-// Kubo RPC, later Powergate). Every implementation returns ipfly::Block, which can only be built by
-// verifying bytes against the CID, so unverified bytes never leave a source.
+// Kubo RPC, Powergate as the cold fallback). Every implementation returns ipfly::Block, which can
+// only be built by verifying bytes against the CID, so unverified bytes never leave a source.
 //
 // Error contract for Get/Stream (callers rely on it to decide what to do next):
 //   kNotFound     this source does not have the block: try the next source, do not retry
@@ -57,6 +57,35 @@ class BlockSource {
     (void)root, (void)range, (void)deadline, (void)on_block;
     return Unsupported(name() + " cannot stream DAGs");
   }
+
+  // Extra Prometheus text lines of this source (gauges and counters of its own, e.g. the cold
+  // Powergate source's thaw jobs). The Fetcher appends them to its MetricsText. Default: none.
+  virtual std::string ExtraMetricsText() const { return {}; }
+};
+
+// The root object of the read running on this thread: the UnixFS file (layer blob, layer
+// index) whose blocks are being fetched. Sources that work on whole objects (Powergate, which
+// can only thaw and stream complete objects) need it, since a block CID alone does not say which
+// object it belongs to. UnixfsReader sets it for every Get it makes (on its own thread and on
+// its pool threads); a Get without a scope is treated as a read of the block's own object.
+// Thread-local and nestable (the innermost scope wins); no locking involved. The Fetcher calls
+// its sources on the caller's thread, so the leader of a collapsed flight answers for every
+// waiter with its own root; a wrong guess can only make a cold source miss (every block is still
+// verified against its CID).
+class ReadRootScope {
+ public:
+  explicit ReadRootScope(const mf::Cid& root) : prev_(current_), root_(root) { current_ = &root_; }
+  ~ReadRootScope() { current_ = prev_; }
+  ReadRootScope(const ReadRootScope&) = delete;
+  ReadRootScope& operator=(const ReadRootScope&) = delete;
+
+  // The innermost root on this thread, or null.
+  static const mf::Cid* Current() { return current_; }
+
+ private:
+  static inline thread_local const mf::Cid* current_ = nullptr;
+  const mf::Cid* prev_;
+  mf::Cid root_;
 };
 
 // A local, writable set of blocks (embedded store, disk cache).

@@ -109,6 +109,7 @@ HttpRequest KuboRpcClient::MakeRequest(const std::string& command, const std::st
   req.deadline = deadline;
   req.connect_timeout = options_.connect_timeout;
   req.stall_timeout = options_.stall_timeout;
+  req.headers = options_.headers;
   return req;
 }
 

@@ -63,6 +63,9 @@ struct KuboRpcOptions {
   std::chrono::milliseconds missing_block_timeout{2'000};
   std::chrono::milliseconds connect_timeout{5'000};
   std::chrono::milliseconds stall_timeout{30'000};
+  // Sent with every request (e.g. Powergate's IPFS proxy: x-ipfs-ffs-auth). Values are secrets
+  // as far as this client knows: never logged.
+  std::vector<std::pair<std::string, std::string>> headers;
 };
 
 class KuboRpcClient {

@@ -7,12 +7,18 @@
 #include "ipfs_fetch/fs_block_store.h"
 #include "ipfs_fetch/gateway_source.h"
 #include "ipfs_fetch/kubo_rpc.h"
+#include "ipfs_fetch/powergate/cold_source.h"
 
 namespace ipfly::fetch {
 
 std::string CacheDirOf(const Config& config) {
   if (!config.cache_dir.empty()) return config.cache_dir;
   return config.store_dir + "/cache";
+}
+
+std::string PowergateStateDirOf(const Config& config) {
+  if (!config.powergate.state_dir.empty()) return config.powergate.state_dir;
+  return config.store_dir + "/powergate";
 }
 
 Result<std::unique_ptr<Fetcher>> MakeFetcher(const Config& config,
@@ -83,6 +89,19 @@ Result<std::unique_ptr<Fetcher>> MakeFetcher(const Config& config,
       }
     }
     flush_run();
+    if (!config.powergate.address.empty()) {
+      // The cold fallback, always last: it thaws and streams whole objects.
+      auto client = IPFLY_TRY(powergate::Client::FromConfig(config.powergate));
+      powergate::ColdSourceOptions po;
+      po.config = config.powergate;
+      if (po.config.state_dir.empty()) po.config.state_dir = PowergateStateDirOf(config);
+      po.profile = IPFLY_TRY(unixfs::ImportProfile::ByName(config.profile));
+      po.landing = fo.cache;
+      po.http = http;
+      auto pg = IPFLY_TRY(powergate::PowergateSource::Open(std::move(client), std::move(po)));
+      fo.sources.push_back(pg.get());
+      fo.owned.push_back(std::move(pg));
+    }
   }
   return std::make_unique<Fetcher>(std::move(fo));
 }

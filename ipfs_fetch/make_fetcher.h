@@ -8,6 +8,9 @@
 //          With fetch.hedge_ms > 0, each run of consecutive gateways becomes one
 //          MultiGatewaySource (hedged requests); otherwise every gateway is its own source, so
 //          the Fetcher retries and counts each one separately.
+//          With [powergate] address set, a powergate::PowergateSource comes last (the cold
+//          fallback; token from the config or the variable named by token_env; thaw jobs in
+//          PowergateStateDirOf(config); whole objects land in the cache).
 #pragma once
 
 #include <memory>
@@ -34,6 +37,9 @@ struct MakeFetcherOptions {
 // Errors: kIo / kInvalidArgument when a store directory cannot be opened (message names it).
 Result<std::unique_ptr<Fetcher>> MakeFetcher(const Config& config,
                                              const MakeFetcherOptions& options = {});
+
+// [powergate] state_dir, or <store_dir>/powergate when empty.
+std::string PowergateStateDirOf(const Config& config);
 
 // The cache directory a config implies (cache_dir, or <store_dir>/cache when empty).
 std::string CacheDirOf(const Config& config);

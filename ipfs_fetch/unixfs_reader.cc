@@ -98,6 +98,7 @@ class UnixfsReader::StreamFeed {
              uint64_t cap_bytes)
       : cap_bytes_(cap_bytes) {
     thread_ = std::thread([this, source, root, range, deadline] {
+      ReadRootScope scope(root);
       Status st =
           source->StreamDag(root, range, deadline, [this](const Block& b) { return OnBlock(b); });
       std::lock_guard lk(mu_);
@@ -356,6 +357,7 @@ void UnixfsReader::CacheInsert(const mf::Cid& cid, const NodePtr& node) {
 
 Result<UnixfsReader::NodePtr> UnixfsReader::ResolveRoot(const mf::Cid& root, Deadline deadline) {
   if (NodePtr n = CacheLookup(root)) return n;
+  ReadRootScope scope(root);
   auto block = source_->Get(root, deadline);
   if (!block.ok()) return std::move(block).error().With("reading " + root.ToString());
   blocks_fetched_.fetch_add(1, std::memory_order_relaxed);
@@ -445,6 +447,7 @@ Status UnixfsReader::Walk(const mf::Cid& root, uint64_t offset, uint64_t length,
                           StreamFeed* feed, const std::function<Status(ByteView)>& sink,
                           Deadline deadline) {
   const std::string ctx = "reading " + root.ToString();
+  ReadRootScope root_scope(root);  // for the Gets made on this thread
   std::deque<Item> queue;
   {
     Item first;
@@ -470,7 +473,10 @@ Status UnixfsReader::Walk(const mf::Cid& root, uint64_t offset, uint64_t length,
       }
       // Delivered by a stream that has ended since: take it from staging, not from the network.
       if (feed && feed->IsStaged(*it.cid)) continue;
-      it.fut = pool_->Submit([src, cid = *it.cid, deadline] { return src->Get(cid, deadline); });
+      it.fut = pool_->Submit([src, cid = *it.cid, root, deadline] {
+        ReadRootScope scope(root);
+        return src->Get(cid, deadline);
+      });
     }
   };
 
