@@ -19,33 +19,12 @@
 #include <utility>
 #include <vector>
 
+#include "core/base/fd.h"
 #include "core/base/log.h"
 #include "core/multiformats/multibase.h"
 
 namespace ipfly::fetch {
 namespace {
-
-// Closes an fd on scope exit.
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  // Closes now and reports the error (close can report delayed write errors on some file
-  // systems, so a writer must check it).
-  int Close() {
-    int r = ::close(fd_);
-    fd_ = -1;
-    return r;
-  }
-
- private:
-  int fd_;
-};
 
 // Base32 names are [a-z2-7]; anything else in blocks/ is not ours.
 bool IsBlockName(std::string_view name) {
@@ -65,7 +44,7 @@ std::string ShardOf(const std::string& name) { return name.substr(name.size() - 
 // after a cache was emptied, that made writing blocks the slowest stage of `ipfly get`. Best
 // effort: other file systems ignore or refuse the flag, which changes nothing.
 void MarkTopDir(const std::string& path) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (fd.get() < 0) return;
   int flags = 0;
   if (::ioctl(fd.get(), FS_IOC_GETFLAGS, &flags) != 0 || (flags & FS_TOPDIR_FL)) return;
@@ -79,7 +58,7 @@ Status MakeDir(const std::string& path) {
 }
 
 Result<Bytes> ReadWholeFile(const std::string& path) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (fd.get() < 0) {
     if (errno == ENOENT) return NotFound(path);
     return ErrnoError("open " + path, errno);
@@ -118,7 +97,7 @@ Status WriteAll(int fd, ByteView data, const std::string& path) {
 }
 
 Status FsyncDir(const std::string& path) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (fd.get() < 0) return ErrnoError("open " + path, errno);
   if (::fsync(fd.get()) != 0) return ErrnoError("fsync " + path, errno);
   return OkStatus();
@@ -379,7 +358,7 @@ Status FsBlockStore::Put(const Block& block) {
 
   const std::string tmp = dir_ + "/tmp/" + std::to_string(::getpid()) + "." +
                           std::to_string(tmp_counter_.fetch_add(1)) + ".tmp";
-  Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
   if (fd.get() < 0) return ErrnoError(name_ + ": create " + tmp, errno);
   Status st_write = WriteAll(fd.get(), block.data(), tmp);
   if (st_write.ok() && options_.fsync && ::fsync(fd.get()) != 0) {
@@ -419,7 +398,7 @@ Status FsBlockStore::Put(const Block& block) {
 Result<bool> FsBlockStore::PutTmpfile(const Block& block, const std::string& shard,
                                       const std::string& path) {
   const std::string shard_dir = dir_ + "/blocks/" + shard;
-  Fd fd(::open(shard_dir.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644));
+  UniqueFd fd(::open(shard_dir.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644));
   if (fd.get() < 0) {
     if (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL) return false;
     if (errno == ENOENT) {  // the shard directory vanished: recreate it next time

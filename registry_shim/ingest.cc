@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "core/base/digest.h"
+#include "core/base/fd.h"
 #include "core/base/log.h"
 #include "layer/layer_index.h"
 
@@ -26,20 +27,6 @@ bool LooksLikeLayer(ByteView head) {
   }
   return head.size() >= 262 && std::memcmp(head.data() + 257, "ustar", 5) == 0;
 }
-
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 // Runs a LayerIndexBuilder on its own thread, fed with shared chunks through a bounded queue, so
 // that decompression and tar parsing overlap with the UnixFS import on the caller's thread.
@@ -112,7 +99,7 @@ class IndexWorker {
 
 Result<IngestResult> IngestFile(const std::string& path, const unixfs::ImportProfile& profile,
                                 BlockSink* sink) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (fd.get() < 0) return ErrnoError("open " + path, errno);
   ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
   unixfs::FileImporter imp(profile, sink);

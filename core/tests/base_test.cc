@@ -1,10 +1,13 @@
-// Result/Error, Digest, Config, ThreadPool, sha256.
+// Result/Error, Digest, Config, ThreadPool, sha256, UniqueFd.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <atomic>
 
 #include "core/base/config.h"
 #include "core/base/digest.h"
+#include "core/base/fd.h"
 #include "core/base/result.h"
 #include "core/base/sha256.h"
 #include "core/base/thread_pool.h"
@@ -186,6 +189,66 @@ TEST(ThreadPool, RunsAllTasksAndJoins) {
     for (int i = 0; i < 50; ++i) pool.Post([&n] { ++n; });
   }  // destructor drains the queue
   EXPECT_EQ(n.load(), 150);
+}
+
+// True while `fd` names an open file description of this process.
+bool IsOpen(int fd) { return ::fcntl(fd, F_GETFD) != -1; }
+
+TEST(UniqueFd, ClosesOnScopeExit) {
+  int raw = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(raw, 0);
+  {
+    UniqueFd fd(raw);
+    EXPECT_TRUE(fd.valid());
+    EXPECT_EQ(fd.get(), raw);
+    EXPECT_TRUE(IsOpen(raw));
+  }
+  EXPECT_FALSE(IsOpen(raw));
+}
+
+TEST(UniqueFd, EmptyAndFailedOpenHoldNothing) {
+  UniqueFd none;
+  EXPECT_FALSE(none.valid());
+  EXPECT_EQ(none.get(), -1);
+  EXPECT_EQ(none.Close(), 0);
+  errno = 0;
+  UniqueFd failed(::open("/nonexistent/ipfly-fd-test", O_RDONLY | O_CLOEXEC));
+  EXPECT_EQ(errno, ENOENT);  // kept for the caller's error message
+  EXPECT_FALSE(failed.valid());
+}
+
+TEST(UniqueFd, MoveTransfersOwnership) {
+  int raw = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(raw, 0);
+  UniqueFd a(raw);
+  UniqueFd b(std::move(a));
+  EXPECT_EQ(a.get(), -1);  // NOLINT(bugprone-use-after-move): moved-from state is specified
+  EXPECT_EQ(b.get(), raw);
+  UniqueFd c;
+  c = std::move(b);
+  EXPECT_EQ(c.get(), raw);
+  EXPECT_TRUE(IsOpen(raw));
+  c = UniqueFd();  // move-assigning closes the old fd
+  EXPECT_FALSE(IsOpen(raw));
+}
+
+TEST(UniqueFd, ReleaseResetAndClose) {
+  int raw1 = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  int raw2 = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(raw1, 0);
+  ASSERT_GE(raw2, 0);
+  UniqueFd fd(raw1);
+  fd.Reset(raw2);  // closes raw1
+  EXPECT_FALSE(IsOpen(raw1));
+  EXPECT_EQ(fd.get(), raw2);
+  int released = fd.Release();
+  EXPECT_EQ(released, raw2);
+  EXPECT_FALSE(fd.valid());
+  EXPECT_TRUE(IsOpen(raw2));  // Release does not close
+  fd.Reset(released);
+  EXPECT_EQ(fd.Close(), 0);
+  EXPECT_FALSE(fd.valid());
+  EXPECT_FALSE(IsOpen(raw2));
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <utility>
 
+#include "core/base/fd.h"
 #include "core/codec/dagpb.h"
 #include "core/codec/protobuf_wire.h"
 #include "core/codec/unixfs_pb.h"
@@ -23,20 +24,6 @@ namespace {
 constexpr size_t kHeadroom = 16;
 constexpr size_t kTrailerRoom = 16;
 constexpr size_t kMaxTreeDepth = 4096;
-
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 class DirHandle {
  public:
@@ -277,7 +264,7 @@ Result<ImportedNode> ImportBytes(ByteView data, const ImportProfile& profile, Bl
 
 Result<ImportedNode> ImportFile(const std::string& path, const ImportProfile& profile,
                                 BlockSink* sink) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (fd.get() < 0) return ErrnoError("open " + path, errno);
   struct stat st;
   if (::fstat(fd.get(), &st) != 0) return ErrnoError("stat " + path, errno);
