@@ -20,6 +20,7 @@
 #include "cli/common.h"
 #include "cli/image_commands.h"
 #include "cli/layer_commands.h"
+#include "cli/powergate_commands.h"
 #include "cli/status_command.h"
 #include "core/base/config.h"
 #include "core/base/log.h"
@@ -658,6 +659,36 @@ int RunCli(int argc, char** argv) {
   iimport->add_option("--tag", iio.tag, "REPO:TAG to push to")->required();
   AddGlobalOptions(iimport, &g);
   iimport->callback([&] { err = CmdImageImport(g, iio); });
+
+  ArchiveOptions aro;
+  ArchiveStatusOptions aso;
+  auto* archive = app.add_subcommand(
+      "archive", "Archive CIDs or an image's layers to Filecoin through Powergate");
+  archive->add_option("targets", aro.targets, "CIDs, or REPO:TAG of an ipfly-registry image");
+  archive->add_option("--registry", aro.registry,
+                      "Registry URL or HOST:PORT for images (default [registry] listen)");
+  archive->add_flag("--hot", aro.hot, "Keep the data in Powergate's hot storage as well");
+  archive->add_flag("--wait", aro.wait, "Watch the jobs until they end");
+  AddGlobalOptions(archive, &g);
+  auto* astatus =
+      archive->add_subcommand("status", "Hot/cold state, deals and jobs of archived CIDs");
+  astatus->add_option("cids", aso.cids, "CIDs (default: all archived or thawed from here)");
+  AddGlobalOptions(astatus, &g);
+  astatus->callback([&] { err = CmdArchiveStatus(g, aso); });
+  archive->callback([&] {
+    if (archive->got_subcommand(astatus)) return;
+    if (aro.targets.empty()) {
+      err = CliError{kExitUsage, "archive: give CIDs or an image (or `archive status`)"};
+      return;
+    }
+    err = CmdArchive(g, aro);
+  });
+  ThawOptions tho;
+  auto* thaw = app.add_subcommand("thaw", "Retrieve cold (Filecoin-only) CIDs into hot storage");
+  thaw->add_option("cids", tho.cids, "CIDs")->required();
+  thaw->add_flag("--wait", tho.wait, "Watch the jobs until they end");
+  AddGlobalOptions(thaw, &g);
+  thaw->callback([&] { err = CmdThaw(g, tho); });
 
   try {
     app.parse(argc, argv);

@@ -6,6 +6,8 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "cli/powergate_commands.h"
+
 namespace ipfly::cli {
 namespace {
 
@@ -117,6 +119,7 @@ std::optional<CliError> CmdStatus(const GlobalOptions& g, const StatusOptions& o
     std::printf(" %s=%llu", reason.c_str(), static_cast<unsigned long long>(n.get<uint64_t>()));
   }
   std::printf("\n");
+  if (auto env = Env::Make(g); env.ok()) PrintColdRetrievals((*env)->config(), url);
   return std::nullopt;
 }
 

@@ -569,6 +569,12 @@ std::string Fetcher::MetricsText() const {
     Sample(&out, "ipfly_fetch_source_errors_total", l + "\"timeout\"", ss.timeouts);
     Sample(&out, "ipfly_fetch_source_errors_total", l + "\"other\"", ss.other_errors);
   }
+  out += SourceMetricsText();
+  return out;
+}
+
+std::string Fetcher::SourceMetricsText() const {
+  std::string out;
   for (const BlockSource* src : sources_) out += src->ExtraMetricsText();
   return out;
 }

@@ -140,8 +140,11 @@ class Fetcher : public BlockSource {
   BlockStore* cache() const { return cache_; }
 
   FetcherStats stats() const;
-  // Prometheus text exposition of stats() (ipfly_fetch_* families; sources labelled by name).
+  // Prometheus text exposition of stats() (ipfly_fetch_* families; sources labelled by name),
+  // followed by SourceMetricsText().
   std::string MetricsText() const;
+  // The sources' own metrics (BlockSource::ExtraMetricsText, e.g. ipfly_powergate_*).
+  std::string SourceMetricsText() const;
 
  private:
   struct Flight;

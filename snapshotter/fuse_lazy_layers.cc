@@ -336,6 +336,7 @@ class FuseLazyLayers : public LazyLayers {
     auto fs = fetcher_->stats();
     out += "# TYPE ipfly_blocks_fetched_total counter\nipfly_blocks_fetched_total " +
            std::to_string(fs.fetched) + "\n";
+    out += fetcher_->SourceMetricsText();  // e.g. the Powergate cold fallback's thaw jobs
     auto sc = SpanCache();
     auto line = [&](const char* name, const char* type, const char* help, uint64_t v) {
       out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" +

@@ -410,6 +410,31 @@ Status PowergateSource::Advance(Object& obj, Deadline deadline, bool* loaded, bo
                      (job->error_cause.empty() ? "" : ": " + job->error_cause) +
                      "; run `ipfly thaw " + root_str + "` to start a new retrieval");
   }
+  // A job Powergate is already running for this object (started by `ipfly thaw`, another
+  // process, or before a restart that lost our state) is adopted instead of paying twice.
+  const pb::StorageJob* running = nullptr;
+  if (info->has_executing_storage_job()) {
+    running = &info->executing_storage_job();
+  } else if (info->queued_storage_jobs_size() > 0) {
+    running = &info->queued_storage_jobs(info->queued_storage_jobs_size() - 1);
+  }
+  if (running && !running->id().empty() && !IsFinal(running->status())) {
+    ThawJob adopted;
+    adopted.cid = root_str;
+    adopted.job_id = running->id();
+    adopted.status = running->status();
+    adopted.started_unix = running->created_at();
+    adopted.updated_unix = UnixNow();
+    {
+      std::lock_guard lk(jobs_mu_);
+      jobs_[root_str] = adopted;
+      new_job_ = true;
+      Status st = SaveJobsLocked();
+      if (!st.ok()) IPFLY_LOG_WARN("powergate: saving thaw jobs: {}", st.error().ToString());
+    }
+    jobs_cv_.notify_all();
+    return BeingRetrieved(root_str, adopted);
+  }
   auto job = IPFLY_TRY(StartThaw(obj.root, *info, deadline));
   return BeingRetrieved(root_str, job);
 }

@@ -11,14 +11,15 @@
 //   │    Corrupt or truncated data gives kCorrupt and nothing is stored.
 //   ├─ cold only (Filecoin deals, hot disabled) → a thaw: ApplyStorageConfig with hot.enabled,
 //   │    hot.allow_unfreeze, hot.unfreeze_max_price = [powergate] unfreeze_max_price, override.
-//   │    ONE job per object; the job is persisted (state_dir/jobs.json, atomic rename) and
-//   │    watched by a background thread (WatchStorageJobs, StorageJob polls every job_poll_ms).
-//   │    While it runs, reads fail at once with kUnavailable "<root> is being retrieved from
-//   │    Filecoin, job <id> (<state>)" — nothing blocks for the minutes or hours a retrieval
-//   │    takes; once the job is SUCCESS the object is hot and reads succeed.
-//   │    unfreeze_max_price = 0 → kFailedPrecondition (thaws disabled); a FAILED or CANCELED job
-//   │    → kFailedPrecondition naming it (no automatic paid retry: `ipfly thaw CID` starts a new
-//   one). └─ no storage → kNotFound.
+//   │    ONE job per object (or the one Powergate already runs for it, adopted); persisted in
+//   │    state_dir/jobs.json (atomic rename) and watched by a background thread
+//   │    (WatchStorageJobs; StorageJob polls every job_poll_ms). While it runs, reads fail at
+//   │    once with kUnavailable "<root> is being retrieved from Filecoin, job <id> (<state>)":
+//   │    nothing blocks for the minutes or hours a retrieval takes; once the job is SUCCESS
+//   │    the object is hot and reads succeed.
+//   │    unfreeze_max_price = 0 → kFailedPrecondition (thaws disabled); a FAILED or CANCELED
+//   │    job → kFailedPrecondition naming it (no automatic paid retry: `ipfly thaw CID`).
+//   └─ no storage → kNotFound.
 // A restart (a new source over the same state_dir) resumes watching unfinished jobs.
 //
 // Thread safety: all methods are thread-safe. Concurrent Gets of one object share one CidInfo /
