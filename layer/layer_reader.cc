@@ -1,6 +1,7 @@
 #include "layer/layer_reader.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -48,6 +49,30 @@ Status PwriteAll(int fd, const uint8_t* buf, size_t len, uint64_t off) {
   return OkStatus();
 }
 
+// A reader-writer lock that prefers writers: a drop waiting for the lock is not starved by a
+// steady stream of reads (glibc's default rwlock, behind std::shared_mutex, prefers readers).
+// Not recursive: no thread takes it shared twice.
+class WriterPreferringLock {
+ public:
+  WriterPreferringLock() {
+    pthread_rwlockattr_t attr;
+    pthread_rwlockattr_init(&attr);
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&lock_, &attr);
+    pthread_rwlockattr_destroy(&attr);
+  }
+  ~WriterPreferringLock() { pthread_rwlock_destroy(&lock_); }
+  WriterPreferringLock(const WriterPreferringLock&) = delete;
+  WriterPreferringLock& operator=(const WriterPreferringLock&) = delete;
+  void lock() { pthread_rwlock_wrlock(&lock_); }
+  void unlock() { pthread_rwlock_unlock(&lock_); }
+  void lock_shared() { pthread_rwlock_rdlock(&lock_); }
+  void unlock_shared() { pthread_rwlock_unlock(&lock_); }
+
+ private:
+  pthread_rwlock_t lock_;
+};
+
 }  // namespace
 
 struct LayerReader::Impl {
@@ -61,7 +86,7 @@ struct LayerReader::Impl {
   // Lock order: io_mu before mu. Shared by preads of cached spans and by writes of new spans,
   // exclusive for DropSpanCache: no pread can see punched data, no write can be punched away
   // after its span is marked present.
-  std::shared_mutex io_mu;
+  WriterPreferringLock io_mu;
   mutable std::mutex mu;
   std::condition_variable cv;
   std::atomic<int64_t> last_access_ns{0};  // steady clock
@@ -213,6 +238,7 @@ struct LayerReader::Impl {
       if (data_fd >= 0 && present[i]) {
         ++stats.span_hits;
         lk.unlock();
+        if (options.test_before_cached_pread) options.test_before_cached_pread();
         return PreadAll(data_fd, out.data(), out.size(), off);
       }
       if (data_fd < 0) {

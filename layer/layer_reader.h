@@ -71,6 +71,9 @@ struct LayerReaderOptions {
   // thread, with no lock of the reader held. Must be cheap and must not call back into the
   // reader (the snapshotter uses it to notice that the global span cache cap is exceeded).
   std::function<void(uint64_t bytes)> on_span_cached;
+  // Tests only: runs between finding a span in the disk cache and reading it (to widen the
+  // window a concurrent DropSpanCache must not slip into).
+  std::function<void()> test_before_cached_pread;
 };
 
 class LayerReader {
