@@ -3,6 +3,7 @@
 #include <sqlite3.h>
 
 #include <ctime>
+#include <utility>
 
 namespace ipfly::registry {
 namespace {
@@ -47,51 +48,7 @@ CREATE TABLE IF NOT EXISTS tags (
 );
 )sql";
 
-// A prepared statement, finalized on scope exit.
-class Stmt {
- public:
-  Stmt(sqlite3* db, const char* sql) : db_(db) {
-    rc_ = sqlite3_prepare_v2(db, sql, -1, &st_, nullptr);
-  }
-  ~Stmt() { sqlite3_finalize(st_); }
-  Stmt(const Stmt&) = delete;
-  Stmt& operator=(const Stmt&) = delete;
-
-  bool prepared() const { return rc_ == SQLITE_OK; }
-  Stmt& Bind(int i, const std::string& s) {
-    sqlite3_bind_text(st_, i, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
-    return *this;
-  }
-  Stmt& BindBlob(int i, const std::string& s) {
-    sqlite3_bind_blob(st_, i, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
-    return *this;
-  }
-  Stmt& Bind(int i, int64_t v) {
-    sqlite3_bind_int64(st_, i, v);
-    return *this;
-  }
-  // SQLITE_ROW, SQLITE_DONE or an error code.
-  int Step() { return sqlite3_step(st_); }
-  std::string Text(int col) {
-    const unsigned char* p = sqlite3_column_text(st_, col);
-    int n = sqlite3_column_bytes(st_, col);
-    return p ? std::string(reinterpret_cast<const char*>(p), static_cast<size_t>(n)) : "";
-  }
-  std::string Blob(int col) {
-    const void* p = sqlite3_column_blob(st_, col);
-    int n = sqlite3_column_bytes(st_, col);
-    return p ? std::string(static_cast<const char*>(p), static_cast<size_t>(n)) : "";
-  }
-  int64_t Int(int col) { return sqlite3_column_int64(st_, col); }
-  Error Err(const char* what) const {
-    return IoError(std::string("catalog ") + what + ": " + sqlite3_errmsg(db_));
-  }
-
- private:
-  sqlite3* db_;
-  sqlite3_stmt* st_ = nullptr;
-  int rc_;
-};
+using Stmt = SqliteStatement;
 
 int64_t Now() { return static_cast<int64_t>(std::time(nullptr)); }
 
@@ -103,40 +60,15 @@ Status Run(Stmt& s, const char* what) {
   return OkStatus();
 }
 
-// BEGIN IMMEDIATE ... COMMIT, rolled back unless Commit() succeeded.
-class Txn {
- public:
-  explicit Txn(sqlite3* db) : db_(db) {
-    ok_ = sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK;
-  }
-  ~Txn() {
-    if (ok_ && !done_) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-  }
-  Status Begun() const {
-    if (!ok_) return IoError(std::string("catalog begin: ") + sqlite3_errmsg(db_));
-    return OkStatus();
-  }
-  Status Commit() {
-    if (sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) {
-      return IoError(std::string("catalog commit: ") + sqlite3_errmsg(db_));
-    }
-    done_ = true;
-    return OkStatus();
-  }
+using Txn = SqliteTransaction;
 
- private:
-  sqlite3* db_;
-  bool ok_ = false;
-  bool done_ = false;
-};
-
-Status EnsureRepo(sqlite3* db, const std::string& repo) {
+Status EnsureRepo(const SqliteDb& db, const std::string& repo) {
   Stmt s(db, "INSERT OR IGNORE INTO repositories (name, created) VALUES (?1, ?2)");
   s.Bind(1, repo).Bind(2, Now());
   return Run(s, "insert repository");
 }
 
-Status Link(sqlite3* db, const std::string& repo, const std::string& digest) {
+Status Link(const SqliteDb& db, const std::string& repo, const std::string& digest) {
   IPFLY_RETURN_IF_ERROR(EnsureRepo(db, repo));
   Stmt s(db, "INSERT OR IGNORE INTO repo_blobs (repo, digest) VALUES (?1, ?2)");
   s.Bind(1, repo).Bind(2, digest);
@@ -158,35 +90,13 @@ ManifestInfo ReadManifest(Stmt& s) {
 }  // namespace
 
 Result<std::unique_ptr<Catalog>> Catalog::Open(const std::string& path) {
-  sqlite3* db = nullptr;
-  int rc =
-      sqlite3_open_v2(path.c_str(), &db,
-                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
-  if (rc != SQLITE_OK) {
-    std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
-    sqlite3_close(db);
-    return IoError("open catalog " + path + ": " + msg);
-  }
-  std::unique_ptr<Catalog> c(new Catalog(db));
-  sqlite3_busy_timeout(db, 10'000);
-  IPFLY_RETURN_IF_ERROR(c->Exec("PRAGMA journal_mode=WAL"));
-  IPFLY_RETURN_IF_ERROR(c->Exec("PRAGMA synchronous=FULL"));
-  IPFLY_RETURN_IF_ERROR(c->Exec("PRAGMA foreign_keys=ON"));
-  IPFLY_RETURN_IF_ERROR(c->Exec(kSchema));
-  return c;
+  SqliteDb db = IPFLY_TRY(SqliteDb::Open(path, "catalog"));
+  IPFLY_RETURN_IF_ERROR(db.Exec("PRAGMA foreign_keys=ON"));
+  IPFLY_RETURN_IF_ERROR(db.Exec(kSchema));
+  return std::unique_ptr<Catalog>(new Catalog(std::move(db)));
 }
 
-Catalog::~Catalog() { sqlite3_close(db_); }
-
-Status Catalog::Exec(const char* sql) {
-  char* err = nullptr;
-  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
-    std::string msg = err ? err : "unknown error";
-    sqlite3_free(err);
-    return IoError("catalog: " + msg);
-  }
-  return OkStatus();
-}
+Catalog::~Catalog() = default;
 
 Result<std::optional<BlobInfo>> Catalog::GetBlob(const std::string& digest) {
   std::lock_guard lock(mu_);
@@ -338,7 +248,7 @@ Result<bool> Catalog::DeleteManifest(const std::string& repo, const std::string&
   Stmt s(db_, "DELETE FROM manifests WHERE repo = ?1 AND digest = ?2");
   s.Bind(1, repo).Bind(2, digest);
   IPFLY_RETURN_IF_ERROR(Run(s, "delete manifest"));
-  bool found = sqlite3_changes(db_) > 0;
+  bool found = db_.Changes() > 0;
   Stmt s2(db_, "DELETE FROM tags WHERE repo = ?1 AND digest = ?2");
   s2.Bind(1, repo).Bind(2, digest);
   IPFLY_RETURN_IF_ERROR(Run(s2, "delete tags"));
@@ -351,7 +261,7 @@ Result<bool> Catalog::DeleteTag(const std::string& repo, const std::string& tag)
   Stmt s(db_, "DELETE FROM tags WHERE repo = ?1 AND tag = ?2");
   s.Bind(1, repo).Bind(2, tag);
   IPFLY_RETURN_IF_ERROR(Run(s, "delete tag"));
-  return sqlite3_changes(db_) > 0;
+  return db_.Changes() > 0;
 }
 
 Result<std::vector<std::string>> Catalog::ListTags(const std::string& repo, const std::string& last,

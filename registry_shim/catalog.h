@@ -19,11 +19,11 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/base/result.h"
-
-struct sqlite3;
+#include "core/base/sqlite_db.h"
 
 namespace ipfly::registry {
 
@@ -86,11 +86,10 @@ class Catalog {
   Result<std::vector<ManifestInfo>> Referrers(const std::string& repo, const std::string& digest);
 
  private:
-  explicit Catalog(sqlite3* db) : db_(db) {}
-  Status Exec(const char* sql);
+  explicit Catalog(SqliteDb db) : db_(std::move(db)) {}
 
   std::mutex mu_;
-  sqlite3* db_;
+  SqliteDb db_;
 };
 
 }  // namespace ipfly::registry

@@ -4,66 +4,13 @@
 
 #include <chrono>
 #include <nlohmann/json.hpp>
+#include <utility>
 
 namespace ipfly::snapshotter {
 namespace {
 
-Error SqlError(sqlite3* db, std::string_view what) {
-  return IoError("metadata " + std::string(what) + ": " + sqlite3_errmsg(db));
-}
-
-// A prepared statement, finalized on destruction.
-class Stmt {
- public:
-  Stmt(sqlite3* db, const char* sql) : db_(db) {
-    if (sqlite3_prepare_v2(db, sql, -1, &s_, nullptr) != SQLITE_OK) s_ = nullptr;
-  }
-  ~Stmt() { sqlite3_finalize(s_); }
-  Stmt(const Stmt&) = delete;
-  Stmt& operator=(const Stmt&) = delete;
-  bool ok() const { return s_ != nullptr; }
-  sqlite3_stmt* get() { return s_; }
-  void Bind(int i, const std::string& v) {
-    sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
-  }
-  void Bind(int i, int64_t v) { sqlite3_bind_int64(s_, i, v); }
-  void BindNull(int i) { sqlite3_bind_null(s_, i); }
-  int Step() { return sqlite3_step(s_); }
-  std::string Text(int col) {
-    auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s_, col));
-    return p ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(s_, col))) : std::string();
-  }
-  int64_t Int(int col) { return sqlite3_column_int64(s_, col); }
-  bool IsNull(int col) { return sqlite3_column_type(s_, col) == SQLITE_NULL; }
-
- private:
-  sqlite3* db_;
-  sqlite3_stmt* s_ = nullptr;
-};
-
-// A transaction rolled back unless committed.
-class Txn {
- public:
-  explicit Txn(sqlite3* db) : db_(db) {
-    ok_ = sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK;
-  }
-  ~Txn() {
-    if (ok_ && !done_) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-  }
-  bool ok() const { return ok_; }
-  Status Commit() {
-    if (sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) {
-      return SqlError(db_, "commit");
-    }
-    done_ = true;
-    return OkStatus();
-  }
-
- private:
-  sqlite3* db_;
-  bool ok_ = false;
-  bool done_ = false;
-};
+using Stmt = SqliteStatement;
+using Txn = SqliteTransaction;
 
 constexpr const char* kColumns =
     "id, key, parent, kind, labels, created_ns, updated_ns, size, inodes, lazy, blob_cid, "
@@ -132,60 +79,38 @@ int64_t NowNs() {
 }
 
 Result<std::unique_ptr<MetadataStore>> MetadataStore::Open(const std::string& path) {
-  auto ms = std::unique_ptr<MetadataStore>(new MetadataStore);
-  int rc =
-      sqlite3_open_v2(path.c_str(), &ms->db_,
-                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
-  if (rc != SQLITE_OK) {
-    std::string msg = ms->db_ ? sqlite3_errmsg(ms->db_) : "out of memory";
-    return IoError("open metadata " + path + ": " + msg);
-  }
-  sqlite3_busy_timeout(ms->db_, 10'000);
-  IPFLY_RETURN_IF_ERROR(ms->Exec("PRAGMA journal_mode=WAL"));
-  IPFLY_RETURN_IF_ERROR(ms->Exec("PRAGMA synchronous=FULL"));
+  SqliteDb db = IPFLY_TRY(SqliteDb::Open(path, "metadata"));
   IPFLY_RETURN_IF_ERROR(
-      ms->Exec("CREATE TABLE IF NOT EXISTS snapshots ("
-               " id INTEGER PRIMARY KEY,"
-               " key TEXT NOT NULL UNIQUE,"
-               " parent TEXT NOT NULL DEFAULT '',"
-               " kind INTEGER NOT NULL,"
-               " labels TEXT NOT NULL DEFAULT '{}',"
-               " created_ns INTEGER NOT NULL,"
-               " updated_ns INTEGER NOT NULL,"
-               " size INTEGER NOT NULL DEFAULT 0,"
-               " inodes INTEGER NOT NULL DEFAULT 0,"
-               " lazy INTEGER NOT NULL DEFAULT 0,"
-               " blob_cid TEXT, index_cid TEXT, digest TEXT, blob_size INTEGER, resolved_by TEXT);"
-               "CREATE INDEX IF NOT EXISTS snapshots_by_parent ON snapshots(parent);"
-               "CREATE TABLE IF NOT EXISTS sequence (name TEXT PRIMARY KEY, next INTEGER NOT NULL);"
-               "INSERT OR IGNORE INTO sequence(name, next) VALUES ('snapshot_id', 1);"));
-  return ms;
+      db.Exec("CREATE TABLE IF NOT EXISTS snapshots ("
+              " id INTEGER PRIMARY KEY,"
+              " key TEXT NOT NULL UNIQUE,"
+              " parent TEXT NOT NULL DEFAULT '',"
+              " kind INTEGER NOT NULL,"
+              " labels TEXT NOT NULL DEFAULT '{}',"
+              " created_ns INTEGER NOT NULL,"
+              " updated_ns INTEGER NOT NULL,"
+              " size INTEGER NOT NULL DEFAULT 0,"
+              " inodes INTEGER NOT NULL DEFAULT 0,"
+              " lazy INTEGER NOT NULL DEFAULT 0,"
+              " blob_cid TEXT, index_cid TEXT, digest TEXT, blob_size INTEGER, resolved_by TEXT);"
+              "CREATE INDEX IF NOT EXISTS snapshots_by_parent ON snapshots(parent);"
+              "CREATE TABLE IF NOT EXISTS sequence (name TEXT PRIMARY KEY, next INTEGER NOT NULL);"
+              "INSERT OR IGNORE INTO sequence(name, next) VALUES ('snapshot_id', 1);"));
+  return std::unique_ptr<MetadataStore>(new MetadataStore(std::move(db)));
 }
 
-MetadataStore::~MetadataStore() {
-  if (db_) sqlite3_close_v2(db_);
-}
-
-Status MetadataStore::Exec(const char* sql) {
-  char* err = nullptr;
-  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
-    std::string msg = err ? err : "unknown error";
-    sqlite3_free(err);
-    return IoError(std::string("metadata: ") + msg);
-  }
-  return OkStatus();
-}
+MetadataStore::~MetadataStore() = default;
 
 Result<int64_t> MetadataStore::NextIdLocked() {
   Stmt s(db_, "UPDATE sequence SET next = next + 1 WHERE name = 'snapshot_id' RETURNING next - 1");
-  if (!s.ok() || s.Step() != SQLITE_ROW) return SqlError(db_, "next id");
+  if (!s.prepared() || s.Step() != SQLITE_ROW) return db_.Err("next id");
   return s.Int(0);
 }
 
 Result<int64_t> MetadataStore::ReserveId() {
   std::lock_guard lk(mu_);
   Txn t(db_);
-  if (!t.ok()) return SqlError(db_, "begin");
+  IPFLY_RETURN_IF_ERROR(t.Begun());
   int64_t id = IPFLY_TRY(NextIdLocked());
   IPFLY_RETURN_IF_ERROR(t.Commit());
   return id;
@@ -194,11 +119,11 @@ Result<int64_t> MetadataStore::ReserveId() {
 Result<std::optional<SnapshotRecord>> MetadataStore::GetLocked(const std::string& key) {
   std::string sql = std::string("SELECT ") + kColumns + " FROM snapshots WHERE key = ?";
   Stmt s(db_, sql.c_str());
-  if (!s.ok()) return SqlError(db_, "get");
+  if (!s.prepared()) return db_.Err("get");
   s.Bind(1, key);
   int rc = s.Step();
   if (rc == SQLITE_DONE) return std::optional<SnapshotRecord>();
-  if (rc != SQLITE_ROW) return SqlError(db_, "get");
+  if (rc != SQLITE_ROW) return db_.Err("get");
   return std::optional<SnapshotRecord>(ReadRow(s));
 }
 
@@ -227,11 +152,11 @@ Result<std::vector<SnapshotRecord>> MetadataStore::List() {
   std::lock_guard lk(mu_);
   std::string sql = std::string("SELECT ") + kColumns + " FROM snapshots ORDER BY key";
   Stmt s(db_, sql.c_str());
-  if (!s.ok()) return SqlError(db_, "list");
+  if (!s.prepared()) return db_.Err("list");
   std::vector<SnapshotRecord> out;
   int rc;
   while ((rc = s.Step()) == SQLITE_ROW) out.push_back(ReadRow(s));
-  if (rc != SQLITE_DONE) return SqlError(db_, "list");
+  if (rc != SQLITE_DONE) return db_.Err("list");
   return out;
 }
 
@@ -239,7 +164,7 @@ Status MetadataStore::InsertLocked(const SnapshotRecord& r) {
   std::string sql = std::string("INSERT INTO snapshots (") + kColumns +
                     ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
   Stmt s(db_, sql.c_str());
-  if (!s.ok()) return SqlError(db_, "insert");
+  if (!s.prepared()) return db_.Err("insert");
   s.Bind(1, r.id);
   s.Bind(2, r.key);
   s.Bind(3, r.parent);
@@ -259,7 +184,7 @@ Status MetadataStore::InsertLocked(const SnapshotRecord& r) {
   } else {
     for (int i = 11; i <= 15; ++i) s.BindNull(i);
   }
-  if (s.Step() != SQLITE_DONE) return SqlError(db_, "insert " + r.key);
+  if (s.Step() != SQLITE_DONE) return db_.Err("insert " + r.key);
   return OkStatus();
 }
 
@@ -271,7 +196,7 @@ Result<SnapshotRecord> MetadataStore::Create(
   }
   std::lock_guard lk(mu_);
   Txn t(db_);
-  if (!t.ok()) return SqlError(db_, "begin");
+  IPFLY_RETURN_IF_ERROR(t.Begun());
   if (!p.parent.empty()) {
     auto parent = IPFLY_TRY(GetLocked(p.parent));
     if (!parent) return NotFound("missing parent \"" + p.parent + "\"");
@@ -299,7 +224,7 @@ Result<SnapshotRecord> MetadataStore::Commit(const std::string& key, const std::
   if (name.empty()) return InvalidArgument("committed snapshot name must not be empty");
   std::lock_guard lk(mu_);
   Txn t(db_);
-  if (!t.ok()) return SqlError(db_, "begin");
+  IPFLY_RETURN_IF_ERROR(t.Begun());
   if (IPFLY_TRY(GetLocked(name))) {
     return Error(Errc::kAlreadyExists, "committed snapshot " + name + ": already exists");
   }
@@ -312,7 +237,7 @@ Result<SnapshotRecord> MetadataStore::Commit(const std::string& key, const std::
   Stmt s(db_,
          "UPDATE snapshots SET key = ?, kind = ?, labels = ?, created_ns = ?, updated_ns = ?, "
          "size = ?, inodes = ? WHERE id = ?");
-  if (!s.ok()) return SqlError(db_, "commit");
+  if (!s.prepared()) return db_.Err("commit");
   s.Bind(1, name);
   s.Bind(2, static_cast<int64_t>(Kind::kCommitted));
   s.Bind(3, LabelsJson(labels));
@@ -321,7 +246,7 @@ Result<SnapshotRecord> MetadataStore::Commit(const std::string& key, const std::
   s.Bind(6, size);
   s.Bind(7, inodes);
   s.Bind(8, cur->id);
-  if (s.Step() != SQLITE_DONE) return SqlError(db_, "commit " + key);
+  if (s.Step() != SQLITE_DONE) return db_.Err("commit " + key);
   IPFLY_RETURN_IF_ERROR(t.Commit());
   SnapshotRecord r = std::move(*cur);
   r.key = name;
@@ -336,23 +261,23 @@ Result<SnapshotRecord> MetadataStore::Commit(const std::string& key, const std::
 Result<SnapshotRecord> MetadataStore::Remove(const std::string& key) {
   std::lock_guard lk(mu_);
   Txn t(db_);
-  if (!t.ok()) return SqlError(db_, "begin");
+  IPFLY_RETURN_IF_ERROR(t.Begun());
   auto cur = IPFLY_TRY(GetLocked(key));
   if (!cur) return NotFound("snapshot " + key + " does not exist");
   {
     Stmt c(db_, "SELECT 1 FROM snapshots WHERE parent = ? LIMIT 1");
-    if (!c.ok()) return SqlError(db_, "remove");
+    if (!c.prepared()) return db_.Err("remove");
     c.Bind(1, key);
     int rc = c.Step();
     if (rc == SQLITE_ROW) {
       return Error(Errc::kFailedPrecondition, "cannot remove snapshot " + key + " with child");
     }
-    if (rc != SQLITE_DONE) return SqlError(db_, "remove");
+    if (rc != SQLITE_DONE) return db_.Err("remove");
   }
   Stmt d(db_, "DELETE FROM snapshots WHERE id = ?");
-  if (!d.ok()) return SqlError(db_, "remove");
+  if (!d.prepared()) return db_.Err("remove");
   d.Bind(1, cur->id);
-  if (d.Step() != SQLITE_DONE) return SqlError(db_, "remove " + key);
+  if (d.Step() != SQLITE_DONE) return db_.Err("remove " + key);
   IPFLY_RETURN_IF_ERROR(t.Commit());
   return std::move(*cur);
 }
@@ -361,7 +286,7 @@ Result<SnapshotRecord> MetadataStore::UpdateLabels(const std::string& key, const
                                                    const std::vector<std::string>& fieldpaths) {
   std::lock_guard lk(mu_);
   Txn t(db_);
-  if (!t.ok()) return SqlError(db_, "begin");
+  IPFLY_RETURN_IF_ERROR(t.Begun());
   auto cur = IPFLY_TRY(GetLocked(key));
   if (!cur) return NotFound("snapshot " + key + " does not exist");
   Labels updated = cur->labels;
@@ -391,11 +316,11 @@ Result<SnapshotRecord> MetadataStore::UpdateLabels(const std::string& key, const
 
 Status MetadataStore::WriteLabelsLocked(int64_t id, const Labels& labels, int64_t updated_ns) {
   Stmt s(db_, "UPDATE snapshots SET labels = ?, updated_ns = ? WHERE id = ?");
-  if (!s.ok()) return SqlError(db_, "update");
+  if (!s.prepared()) return db_.Err("update");
   s.Bind(1, LabelsJson(labels));
   s.Bind(2, updated_ns);
   s.Bind(3, id);
-  if (s.Step() != SQLITE_DONE) return SqlError(db_, "update");
+  if (s.Step() != SQLITE_DONE) return db_.Err("update");
   return OkStatus();
 }
 

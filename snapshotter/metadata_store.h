@@ -18,12 +18,12 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/base/result.h"
+#include "core/base/sqlite_db.h"
 #include "snapshotter/lazy_layers.h"
-
-struct sqlite3;
 
 namespace ipfly::snapshotter {
 
@@ -95,15 +95,14 @@ class MetadataStore {
                                       const std::vector<std::string>& fieldpaths);
 
  private:
-  MetadataStore() = default;
-  Status Exec(const char* sql);
+  explicit MetadataStore(SqliteDb db) : db_(std::move(db)) {}
   Result<int64_t> NextIdLocked();
   Result<std::optional<SnapshotRecord>> GetLocked(const std::string& key);
   Status InsertLocked(const SnapshotRecord& r);
   Status WriteLabelsLocked(int64_t id, const Labels& labels, int64_t updated_ns);
 
   std::mutex mu_;
-  sqlite3* db_ = nullptr;
+  SqliteDb db_;
 };
 
 }  // namespace ipfly::snapshotter
