@@ -20,6 +20,7 @@
 #include "ipfs_fetch/fs_block_store.h"
 #include "ipfs_fetch/gateway_source.h"
 #include "ipfs_fetch/unixfs_reader.h"
+#include "registry_shim/tests/registry_harness.h"
 #include "tests/support/process.h"
 
 namespace ipfly::registry {
@@ -35,90 +36,16 @@ using ipfly::testing::Spawn;
 using ipfly::testing::StopPid;
 using ipfly::testing::TempDir;
 using ipfly::testing::WaitFor;
+using test::Body;
+using test::DigestOf;
+using test::RandomBytes;
+using test::Registry;
+using test::St;
 
 constexpr char kOciManifest[] = "application/vnd.oci.image.manifest.v1+json";
 constexpr char kOciIndex[] = "application/vnd.oci.image.index.v1+json";
 constexpr char kOciLayerGzip[] = "application/vnd.oci.image.layer.v1.tar+gzip";
 constexpr char kOciConfig[] = "application/vnd.oci.image.config.v1+json";
-
-std::string DigestOf(const std::string& s) {
-  return Digest::FromSha256(Sha256Of(AsBytes(s))).ToString();
-}
-
-std::string RandomBytes(size_t n, uint64_t seed) {
-  std::string s(n, '\0');
-  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
-  for (size_t i = 0; i < n; ++i) {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    s[i] = static_cast<char>(x & 0xff);
-  }
-  return s;
-}
-
-// Status and body of a response, or -1 / "" when there was none (the failure shows up as an
-// assertion on the value instead of a crash).
-int St(const httplib::Result& r) { return r ? r->status : -1; }
-std::string Body(const httplib::Result& r) { return r ? r->body : std::string(); }
-
-// One ipfly-registry process.
-class Registry {
- public:
-  explicit Registry(std::string root = "") : root_(root.empty() ? dir_ / "root" : root) {}
-  ~Registry() { Stop(); }
-
-  void Start(std::vector<std::string> extra = {}) {
-    port_ = FreePort();
-    std::vector<std::string> argv = {IPFLY_REGISTRY_BIN,
-                                     "--listen",
-                                     "127.0.0.1:" + std::to_string(port_),
-                                     "--root",
-                                     root_,
-                                     "--exit-with-parent",
-                                     "--log-level",
-                                     getenv("REG_TEST_LOG") ? getenv("REG_TEST_LOG") : "warn"};
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    pid_ = Spawn(argv, dir_ / "registry.log");
-    ASSERT_GT(pid_, 0);
-    bool up = WaitFor(
-        [&] {
-          httplib::Client c("127.0.0.1", port_);
-          auto r = c.Get("/v2/");
-          return r && (St(r) == 200 || St(r) == 401);
-        },
-        std::chrono::seconds(10));
-    ASSERT_TRUE(up) << ReadFile(dir_ / "registry.log");
-  }
-  void Stop() {
-    if (pid_ > 0) StopPid(pid_);
-    pid_ = -1;
-  }
-  void Kill9() {
-    ::kill(pid_, SIGKILL);
-    ::waitpid(pid_, nullptr, 0);
-    pid_ = -1;
-  }
-  int port() const { return port_; }
-  pid_t pid() const { return pid_; }
-  void Forget() { pid_ = -1; }  // the caller reaped the process
-  std::string host() const { return "127.0.0.1:" + std::to_string(port_); }
-  std::string url() const { return "http://" + host(); }
-  const std::string& root() const { return root_; }
-  std::string log() const { return ReadFile(dir_ / "registry.log"); }
-  std::unique_ptr<httplib::Client> Client() const {
-    auto c = std::make_unique<httplib::Client>("127.0.0.1", port_);
-    c->set_read_timeout(60, 0);
-    c->set_write_timeout(60, 0);
-    return c;
-  }
-
- private:
-  TempDir dir_;
-  std::string root_;
-  int port_ = 0;
-  pid_t pid_ = -1;
-};
 
 Registry* g_reg = nullptr;
 
