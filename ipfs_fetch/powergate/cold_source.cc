@@ -517,6 +517,25 @@ Result<Block> PowergateSource::Get(const mf::Cid& cid, Deadline deadline) {
   return Unavailable("powergate: could not keep " + root.ToString() + " readable");
 }
 
+Status PowergateSource::StreamDag(const mf::Cid& root, EntityRange range, Deadline deadline,
+                                  const std::function<Status(const Block&)>& on_block) {
+  if (!proxy_) return Unsupported(name() + " streams only through its IPFS proxy");
+  auto obj = ObjectFor(root);
+  IPFLY_RETURN_IF_ERROR(EnsureReadable(*obj, deadline));
+  {
+    std::lock_guard lk(obj->mu);
+    if (obj->loaded || obj->proxy_failed) {
+      return Unsupported(root.ToString() + " is read with Get here, block by block");
+    }
+  }
+  Status st = proxy_->StreamDag(root, range, deadline, [&](const Block& b) {
+    proxy_blocks_.fetch_add(1, std::memory_order_relaxed);
+    return on_block(b);
+  });
+  if (!st.ok()) return std::move(st).error().With("powergate IPFS proxy");
+  return st;
+}
+
 ColdSourceStats PowergateSource::stats() const {
   ColdSourceStats s;
   auto ld = [](const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); };

@@ -92,6 +92,11 @@ class PowergateSource : public BlockSource {
 
   std::string name() const override { return "powergate " + client_->address(); }
   Result<Block> Get(const mf::Cid& cid, Deadline deadline) override;
+  // With an IPFS proxy and `root` hot: the proxy's stream (KuboRpcSource::StreamDag: verified
+  // cat for raw-leaf DAGs, any range), one request instead of one per block. Thaw semantics and
+  // errors as Get. kUnsupported without a proxy, or when the object was loaded with Get.
+  Status StreamDag(const mf::Cid& root, EntityRange range, Deadline deadline,
+                   const std::function<Status(const Block&)>& on_block) override;
   std::string ExtraMetricsText() const override;
 
   // Starts a thaw of `root` now (explicit `ipfly thaw`), even after a failed one. Returns the

@@ -270,6 +270,45 @@ TEST_F(PowergateTest, HotObjectThroughIpfsProxyBlockByBlock) {
   EXPECT_EQ(pg_->counters().cid_info, 1u) << "CidInfo once per object, not per block";
 }
 
+TEST_F(PowergateTest, StreamThroughTheProxyIsOneVerifiedStream) {
+  auto data = RandomBytes(6 * 262144 + 99, 14);
+  auto cid = pg_->AddObject(data, true, false);
+  ASSERT_TRUE(cid.ok());
+  PowergateSource* src = nullptr;
+  auto f = MakeChain(PgConfig(true), &src);
+  UnixfsReader reader(f.get());
+  Bytes got;
+  Status st = reader.Stream(
+      *cid, 1000, data.size() - 2000,
+      [&](ByteView b) {
+        got.insert(got.end(), b.begin(), b.end());
+        return OkStatus();
+      },
+      DeadlineIn(milliseconds(5000)));
+  ASSERT_TRUE(st.ok()) << st.error().ToString();
+  EXPECT_EQ(got, Bytes(data.begin() + 1000, data.end() - 1000));
+  EXPECT_EQ(reader.stats().blocks_streamed, 7u);  // the 7 leaves, from one stream
+  EXPECT_GT(pg_->counters().proxy_requests, 0u);
+  EXPECT_EQ(pg_->counters().get, 0u);
+  // Corrupt bytes from the proxy stream: rejected block by block, never delivered.
+  pg_->SetDataMode(FakePowergate::DataMode::kCorrupt);
+  auto data2 = RandomBytes(3 * 262144, 15);
+  auto cid2 = pg_->AddObject(data2, true, false);
+  ASSERT_TRUE(cid2.ok());
+  Bytes got2;
+  st = reader.Stream(
+      *cid2, 0, UINT64_MAX,
+      [&](ByteView b) {
+        got2.insert(got2.end(), b.begin(), b.end());
+        return OkStatus();
+      },
+      DeadlineIn(milliseconds(5000)));
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().code(), Errc::kCorrupt) << st.error().ToString();
+  EXPECT_TRUE(got2.empty() || std::equal(got2.begin(), got2.end(), data2.begin()))
+      << "wrong bytes delivered";
+}
+
 TEST_F(PowergateTest, ProxyNeedsTheTokenHeader) {
   auto cid = pg_->AddObject(RandomBytes(1000, 13), true, false);
   ASSERT_TRUE(cid.ok());
