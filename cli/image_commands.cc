@@ -12,6 +12,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "core/base/digest.h"
@@ -62,6 +63,32 @@ Result<std::string> RegistryUrl(const GlobalOptions& g, const std::string& flag)
   if (url.find("://") == std::string::npos) url = "http://" + url;
   while (!url.empty() && url.back() == '/') url.pop_back();
   return url;
+}
+
+// What `image export` and `image import` start from, checked in this order: the environment,
+// the registry URL (RegistryUrl) and the image reference (SplitRef).
+struct ImageTarget {
+  std::unique_ptr<Env> env;
+  std::string url;
+  std::string repo;
+  std::string reference;  // tag or digest
+};
+
+Result<ImageTarget> OpenImageTarget(const GlobalOptions& g, const std::string& registry_flag,
+                                    const std::string& ref) {
+  ImageTarget t;
+  t.env = IPFLY_TRY(Env::Make(g));
+  t.url = IPFLY_TRY(RegistryUrl(g, registry_flag));
+  std::tie(t.repo, t.reference) = IPFLY_TRY(SplitRef(ref));
+  return t;
+}
+
+// The blobs of an image manifest: its config (if any), then its layers.
+std::vector<json> BlobDescriptors(const json& manifest) {
+  std::vector<json> descs;
+  if (manifest.contains("config")) descs.push_back(manifest["config"]);
+  for (const auto& l : manifest.value("layers", json::array())) descs.push_back(l);
+  return descs;
 }
 
 // A CID from a descriptor: the first ipfs:// URL, else the ipfly.cid annotation.
@@ -375,10 +402,7 @@ Status PushLayoutManifest(OciLayout& layout, Registry& reg, const std::string& r
           PushLayoutManifest(layout, reg, repo, child, cd, depth + 1, blobs, nullptr));
     }
   } else {
-    std::vector<json> descs;
-    if (doc.contains("config")) descs.push_back(doc["config"]);
-    for (const auto& l : doc.value("layers", json::array())) descs.push_back(l);
-    for (const auto& d : descs) {
+    for (const auto& d : BlobDescriptors(doc)) {
       std::string bd = d.value("digest", "");
       if (IsForeign(d.value("mediaType", "")) && !layout.BlobSize(bd).ok()) continue;
       bool have = IPFLY_TRY(reg.HasBlob(repo, bd));
@@ -467,10 +491,7 @@ Status ImportFromIpfs(fetch::UnixfsReader& reader, Registry& reg, const std::str
                                            depth + 1, dl, blob_count));
     }
   } else {
-    std::vector<json> descs;
-    if (doc.contains("config")) descs.push_back(doc["config"]);
-    for (const auto& l : doc.value("layers", json::array())) descs.push_back(l);
-    for (const auto& d : descs) {
+    for (const auto& d : BlobDescriptors(doc)) {
       std::string bd = d.value("digest", "");
       if (IPFLY_TRY(reg.HasBlob(repo, bd))) continue;
       auto cid = DescriptorCid(d);
@@ -539,10 +560,7 @@ Result<Cid> ExportManifest(Registry& reg, const std::string& view, const Fetched
       }
     }
   } else {
-    std::vector<json> descs;
-    if (doc.contains("config")) descs.push_back(doc["config"]);
-    for (const auto& l : doc.value("layers", json::array())) descs.push_back(l);
-    for (const auto& d : descs) {
+    for (const auto& d : BlobDescriptors(doc)) {
       if (IsForeign(d.value("mediaType", ""))) continue;
       auto c = DescriptorCid(d);
       if (!c.ok()) return c.error();
@@ -626,14 +644,11 @@ std::optional<CliError> CmdPush(const GlobalOptions& g, const PushOptions& o) {
 }
 
 std::optional<CliError> CmdImageExport(const GlobalOptions& g, const ImageExportOptions& o) {
-  auto env_r = Env::Make(g);
-  if (!env_r.ok()) return FromError(env_r.error());
-  auto& env = **env_r;
-  auto url = RegistryUrl(g, o.registry);
-  if (!url.ok()) return FromError(url.error());
-  auto ref = SplitRef(o.ref);
-  if (!ref.ok()) return FromError(ref.error());
-  std::string view = ref->first.starts_with("ipfs/") ? ref->first : "ipfs/" + ref->first;
+  auto target = OpenImageTarget(g, o.registry, o.ref);
+  if (!target.ok()) return FromError(target.error());
+  auto& env = *target->env;
+  const std::string& repo = target->repo;
+  std::string view = repo.starts_with("ipfs/") ? repo : "ipfs/" + repo;
   std::optional<SourceSpec> to;
   if (!o.to.empty()) {
     auto s = SourceSpec::Parse(o.to);
@@ -650,8 +665,8 @@ std::optional<CliError> CmdImageExport(const GlobalOptions& g, const ImageExport
   CollectSink collected;
   TeeSink2 sink(*store, &collected);
 
-  Registry reg(*url);
-  auto m = reg.GetManifest(view, ref->second);
+  Registry reg(target->url);
+  auto m = reg.GetManifest(view, target->reference);
   if (!m.ok()) return FromError(m.error());
   auto mcid = ExportManifest(reg, view, *m, *profile, &sink, 0);
   if (!mcid.ok()) return FromError(mcid.error());
@@ -688,14 +703,12 @@ std::optional<CliError> CmdImageExport(const GlobalOptions& g, const ImageExport
 std::optional<CliError> CmdImageImport(const GlobalOptions& g, const ImageImportOptions& o) {
   auto cid = ParseCidArg(o.cid);
   if (!cid.ok()) return FromError(cid.error());
-  auto env_r = Env::Make(g);
-  if (!env_r.ok()) return FromError(env_r.error());
-  auto& env = **env_r;
-  auto url = RegistryUrl(g, o.registry);
-  if (!url.ok()) return FromError(url.error());
-  auto ref = SplitRef(o.tag);
-  if (!ref.ok()) return FromError(ref.error());
-  if (ref->second.starts_with("sha256:")) return CliError{kExitUsage, "--tag needs REPO:TAG"};
+  auto target = OpenImageTarget(g, o.registry, o.tag);
+  if (!target.ok()) return FromError(target.error());
+  auto& env = *target->env;
+  const std::string& repo = target->repo;
+  const std::string& tag = target->reference;
+  if (tag.starts_with("sha256:")) return CliError{kExitUsage, "--tag needs REPO:TAG"};
   auto reader = env.reader();
   if (!reader.ok()) return FromError(reader.error());
   Deadline dl = env.deadline();
@@ -705,11 +718,11 @@ std::optional<CliError> CmdImageImport(const GlobalOptions& g, const ImageImport
   if (desc.is_discarded() || !desc.is_object() || !desc.contains("digest")) {
     return CliError{kExitFailure, o.cid + " is not an OCI descriptor"};
   }
-  Registry reg(*url);
+  Registry reg(target->url);
   uint64_t blobs = 0;
-  Status st = ImportFromIpfs(**reader, reg, ref->first, desc, ref->second, 0, dl, &blobs);
+  Status st = ImportFromIpfs(**reader, reg, repo, desc, tag, 0, dl, &blobs);
   if (!st.ok()) return FromError(st.error());
-  std::printf("imported %s/%s:%s\n", reg.host().c_str(), ref->first.c_str(), ref->second.c_str());
+  std::printf("imported %s/%s:%s\n", reg.host().c_str(), repo.c_str(), tag.c_str());
   std::printf("digest: %s\n", desc.value("digest", "").c_str());
   return std::nullopt;
 }

@@ -1255,11 +1255,16 @@ struct RegistryServer::Impl {
     return "0-" + std::to_string(size == 0 ? 0 : size - 1);
   }
 
-  void UploadAccepted(Response& res, const std::string& name, const Upload& up) {
-    res.status = 202;
+  // Where the upload continues and how much it holds.
+  static void SetUploadHeaders(Response& res, const std::string& name, const Upload& up) {
     res.set_header("Location", "/v2/" + name + "/blobs/uploads/" + up.uuid);
     res.set_header("Range", RangeHeader(up.size));
     res.set_header("Docker-Upload-UUID", up.uuid);
+  }
+
+  void UploadAccepted(Response& res, const std::string& name, const Upload& up) {
+    res.status = 202;
+    SetUploadHeaders(res, name, up);
   }
 
   // Appends the request body to the upload. Requires up.mu. Writes the error response on failure.
@@ -1411,10 +1416,49 @@ struct RegistryServer::Impl {
       }
     }
     if (!ok || start != up.size) {
-      res.set_header("Location", "/v2/" + name + "/blobs/uploads/" + up.uuid);
-      res.set_header("Range", RangeHeader(up.size));
-      res.set_header("Docker-Upload-UUID", up.uuid);
+      SetUploadHeaders(res, name, up);
       SendError(res, 416, "BLOB_UPLOAD_INVALID", "Content-Range does not continue the upload", cr);
+      return false;
+    }
+    return true;
+  }
+
+  // An upload session locked for one request; the lock is released before the session is.
+  struct LockedUpload {
+    std::shared_ptr<Upload> up;  // null: the error response was written
+    std::unique_lock<std::mutex> lock;
+  };
+
+  // Finds and locks the unfinished upload `uuid` of `name`; otherwise drains the body and writes
+  // 404.
+  LockedUpload LockOpenUpload(Response& res, const ContentReader* reader, const std::string& name,
+                              const std::string& uuid) {
+    LockedUpload l{FindUpload(name, uuid), {}};
+    if (!l.up) {
+      Drain(reader);
+      SendError(res, 404, "BLOB_UPLOAD_UNKNOWN", "upload unknown", uuid);
+      return l;
+    }
+    l.lock = std::unique_lock(l.up->mu);
+    if (l.up->finished) {
+      Drain(reader);
+      SendError(res, 404, "BLOB_UPLOAD_UNKNOWN", "upload already finished", uuid);
+      l.lock.unlock();
+      l.up.reset();
+    }
+    return l;
+  }
+
+  // Appends the request body to the locked upload if its Content-Range (if any) continues it.
+  // Otherwise writes the error response (a 413 also drops the upload) and returns false.
+  bool AppendChunk(const Request& req, Response& res, const ContentReader* reader,
+                   const std::string& name, const std::shared_ptr<Upload>& up) {
+    if (!CheckContentRange(req, res, name, *up)) {
+      Drain(reader);
+      return false;
+    }
+    if (!AppendBody(req, res, reader, *up)) {
+      if (res.status == 413) ForgetUpload(up);
       return false;
     }
     return true;
@@ -1422,55 +1466,24 @@ struct RegistryServer::Impl {
 
   void PatchUpload(const Request& req, Response& res, const ContentReader* reader,
                    const std::string& name, const std::string& uuid) {
-    auto up = FindUpload(name, uuid);
-    if (!up) {
-      Drain(reader);
-      return SendError(res, 404, "BLOB_UPLOAD_UNKNOWN", "upload unknown", uuid);
-    }
-    std::lock_guard lock(up->mu);
-    if (up->finished) {
-      Drain(reader);
-      return SendError(res, 404, "BLOB_UPLOAD_UNKNOWN", "upload already finished", uuid);
-    }
-    if (!CheckContentRange(req, res, name, *up)) {
-      Drain(reader);
-      return;
-    }
-    if (!AppendBody(req, res, reader, *up)) {
-      if (res.status == 413) ForgetUpload(up);
-      return;
-    }
-    UploadAccepted(res, name, *up);
+    LockedUpload l = LockOpenUpload(res, reader, name, uuid);
+    if (!l.up || !AppendChunk(req, res, reader, name, l.up)) return;
+    UploadAccepted(res, name, *l.up);
   }
 
   void PutUpload(const Request& req, Response& res, const ContentReader* reader,
                  const std::string& name, const std::string& uuid) {
-    auto up = FindUpload(name, uuid);
-    if (!up) {
-      Drain(reader);
-      return SendError(res, 404, "BLOB_UPLOAD_UNKNOWN", "upload unknown", uuid);
-    }
-    std::lock_guard lock(up->mu);
-    if (up->finished) {
-      Drain(reader);
-      return SendError(res, 404, "BLOB_UPLOAD_UNKNOWN", "upload already finished", uuid);
-    }
+    LockedUpload l = LockOpenUpload(res, reader, name, uuid);
+    if (!l.up) return;
     std::string digest = Param(req, "digest");
     if (!ValidSha256Digest(digest)) {
       Drain(reader);
       return SendError(res, 400, "DIGEST_INVALID", "missing, invalid or unsupported digest",
                        digest);
     }
-    if (!CheckContentRange(req, res, name, *up)) {
-      Drain(reader);
-      return;
-    }
-    if (!AppendBody(req, res, reader, *up)) {
-      if (res.status == 413) ForgetUpload(up);
-      return;
-    }
-    FinishUpload(res, *up, name, digest);
-    ForgetUpload(up);
+    if (!AppendChunk(req, res, reader, name, l.up)) return;
+    FinishUpload(res, *l.up, name, digest);
+    ForgetUpload(l.up);
   }
 
   void CancelUpload(Response& res, const ContentReader* reader, const std::string& name,
