@@ -127,6 +127,7 @@ struct FakePowergate::Impl final : public pb::UserService::Service {
       if (it != objects.end()) {
         it->second.hot = j.final_hot;
         it->second.cold = j.final_cold;
+        it->second.staged = false;  // the applied config governs the hot pin from now on
       }
     } else {
       j.status = pb::JOB_STATUS_FAILED;

@@ -499,6 +499,35 @@ TEST_F(PowergateTest, RestartDuringThawResumesWatchingTheJob) {
   EXPECT_EQ((*after)[0].status, pb::JOB_STATUS_SUCCESS);
 }
 
+TEST_F(PowergateTest, AThawPowergateAlreadyRunsIsAdoptedNotPaidTwice) {
+  auto data = RandomBytes(100'000, 16);
+  auto cid = pg_->AddObject(data, false, true);
+  ASSERT_TRUE(cid.ok());
+  pg_->SetThawMode(FakePowergate::ThawMode::kHold);
+  // Someone else (another host, a lost state_dir) started a retrieval.
+  pb::StorageConfig cfg;
+  cfg.mutable_hot()->set_enabled(true);
+  cfg.mutable_hot()->set_allow_unfreeze(true);
+  cfg.mutable_hot()->set_unfreeze_max_price(10);
+  cfg.mutable_cold()->set_enabled(true);
+  auto id =
+      MakeClient()->ApplyStorageConfig(cid->ToString(), cfg, true, DeadlineIn(milliseconds(3000)));
+  ASSERT_TRUE(id.ok());
+  ASSERT_TRUE(
+      testing::WaitFor([&] { return pg_->JobState(*id) == "EXECUTING"; }, milliseconds(3000)));
+  PowergateSource* src = nullptr;
+  auto f = MakeChain(PgConfig(false), &src);
+  auto got = ReadAll(f.get(), *cid, milliseconds(1000));
+  ASSERT_FALSE(got.ok());
+  EXPECT_NE(got.error().message().find("job " + *id + " (EXECUTING)"), std::string::npos)
+      << got.error().ToString();
+  EXPECT_EQ(pg_->counters().thaws, 1u);
+  ASSERT_TRUE(pg_->CompleteJob(*id).ok());
+  ASSERT_TRUE(testing::WaitFor([&] { return ReadAll(f.get(), *cid, milliseconds(500)).ok(); },
+                               milliseconds(5000)));
+  EXPECT_EQ(pg_->counters().thaws, 1u);
+}
+
 TEST_F(PowergateTest, MakeFetcherAddsTheColdSourceLastWithTokenFromEnv) {
   auto data = RandomBytes(600'000, 12);
   auto cid = pg_->AddObject(data, true, false);
