@@ -1,5 +1,6 @@
-// Shared by registry_tests and registry_ipfs_tests: an ipfly-registry process on a free loopback
-// port (IPFLY_REGISTRY_BIN, stopped by PID), and small HTTP and data helpers.
+// Shared by registry_tests and registry_ipfs_tests (both in namespace ipfly::registry::test): an
+// ipfly-registry process on a free loopback port (IPFLY_REGISTRY_BIN, stopped by PID), and small
+// HTTP and data helpers.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -23,6 +24,17 @@
 #endif
 
 namespace ipfly::registry::test {
+
+// The process helpers every registry test uses.
+using ipfly::testing::CommandResult;
+using ipfly::testing::FreePort;
+using ipfly::testing::ReadFile;
+using ipfly::testing::RunCmd;
+using ipfly::testing::Sh;
+using ipfly::testing::Spawn;
+using ipfly::testing::StopPid;
+using ipfly::testing::TempDir;
+using ipfly::testing::WaitFor;
 
 // "sha256:<hex>" of `s`.
 inline std::string DigestOf(const std::string& s) {
@@ -59,7 +71,7 @@ class Registry {
   // Starts the registry with `extra` arguments and waits (10 s) until /v2/ answers 200 or 401
   // (401: push auth configured). Fails the test (with the log) otherwise.
   void Start(std::vector<std::string> extra = {}) {
-    port_ = ipfly::testing::FreePort();
+    port_ = FreePort();
     std::vector<std::string> argv = {IPFLY_REGISTRY_BIN,
                                      "--listen",
                                      "127.0.0.1:" + std::to_string(port_),
@@ -69,9 +81,9 @@ class Registry {
                                      "--log-level",
                                      getenv("REG_TEST_LOG") ? getenv("REG_TEST_LOG") : "warn"};
     argv.insert(argv.end(), extra.begin(), extra.end());
-    pid_ = ipfly::testing::Spawn(argv, dir_ / "registry.log");
+    pid_ = Spawn(argv, dir_ / "registry.log");
     ASSERT_GT(pid_, 0);
-    bool up = ipfly::testing::WaitFor(
+    bool up = WaitFor(
         [&] {
           httplib::Client c("127.0.0.1", port_);
           int st = St(c.Get("/v2/"));
@@ -81,7 +93,7 @@ class Registry {
     ASSERT_TRUE(up) << log();
   }
   void Stop() {
-    if (pid_ > 0) ipfly::testing::StopPid(pid_);
+    if (pid_ > 0) StopPid(pid_);
     pid_ = -1;
   }
   // SIGKILL and reap.
@@ -94,11 +106,10 @@ class Registry {
   int Terminate(std::chrono::seconds limit) {
     ::kill(pid_, SIGTERM);
     int status = 0;
-    bool done =
-        ipfly::testing::WaitFor([&] { return ::waitpid(pid_, &status, WNOHANG) == pid_; },
-                                std::chrono::duration_cast<std::chrono::milliseconds>(limit));
+    bool done = WaitFor([&] { return ::waitpid(pid_, &status, WNOHANG) == pid_; },
+                        std::chrono::duration_cast<std::chrono::milliseconds>(limit));
     if (!done) {
-      ipfly::testing::StopPid(pid_);
+      StopPid(pid_);
       pid_ = -1;
       return -1;
     }
@@ -111,7 +122,7 @@ class Registry {
   std::string host() const { return "127.0.0.1:" + std::to_string(port_); }
   std::string url() const { return "http://" + host(); }
   const std::string& root() const { return root_; }
-  std::string log() const { return ipfly::testing::ReadFile(dir_ / "registry.log"); }
+  std::string log() const { return ReadFile(dir_ / "registry.log"); }
   // A client with 60 s read and write timeouts.
   std::unique_ptr<httplib::Client> Client() const {
     auto c = std::make_unique<httplib::Client>("127.0.0.1", port_);
@@ -132,7 +143,7 @@ class Registry {
   }
 
  private:
-  ipfly::testing::TempDir dir_;
+  TempDir dir_;
   std::string root_;
   int port_ = 0;
   pid_t pid_ = -1;

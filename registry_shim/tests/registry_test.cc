@@ -23,24 +23,11 @@
 #include "registry_shim/tests/registry_harness.h"
 #include "tests/support/process.h"
 
-namespace ipfly::registry {
+namespace ipfly::registry::test {
 namespace {
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
-using ipfly::testing::FreePort;
-using ipfly::testing::ReadFile;
-using ipfly::testing::RunCmd;
-using ipfly::testing::Sh;
-using ipfly::testing::Spawn;
-using ipfly::testing::StopPid;
-using ipfly::testing::TempDir;
-using ipfly::testing::WaitFor;
-using test::Body;
-using test::DigestOf;
-using test::RandomBytes;
-using test::Registry;
-using test::St;
 
 constexpr char kOciManifest[] = "application/vnd.oci.image.manifest.v1+json";
 constexpr char kOciIndex[] = "application/vnd.oci.image.index.v1+json";
@@ -77,6 +64,18 @@ std::string ErrorCode(const httplib::Result& r) {
   auto j = json::parse(Body(r), nullptr, false);
   if (j.is_discarded() || !j.contains("errors") || j["errors"].empty()) return "<no error body>";
   return j["errors"][0]["code"].get<std::string>();
+}
+
+// Builds the busybox test image as an OCI archive at `tar` (tests/make-busybox-image).
+CommandResult MakeBusyboxImage(const std::string& tar,
+                               std::chrono::seconds timeout = std::chrono::seconds(300)) {
+  return RunCmd({std::string(IPFLY_REGISTRY_TEST_DIR) + "/make-busybox-image", tar}, timeout);
+}
+
+// skopeo copy of the OCI archive `tar` to docker://<host>/<ref> over plain HTTP.
+CommandResult SkopeoPush(const std::string& tar, const std::string& host, const std::string& ref) {
+  return RunCmd({"skopeo", "copy", "--dest-tls-verify=false", "oci-archive:" + tar,
+                 "docker://" + host + "/" + ref});
 }
 
 // Monolithic upload; returns the digest.
@@ -650,7 +649,7 @@ TEST(RegistryOps, HtpasswdPushWithSkopeo) {
                                 << "\"\n";
   Registry reg;
   reg.Start({"--config", d / "cfg.toml"});
-  auto mk = RunCmd({std::string(IPFLY_REGISTRY_TEST_DIR) + "/make-busybox-image", d / "bb.tar"});
+  auto mk = MakeBusyboxImage(d / "bb.tar");
   ASSERT_EQ(mk.exit_code, 0) << mk.err;
   auto push = [&](const std::string& creds) {
     std::vector<std::string> argv = {"skopeo", "copy", "--dest-tls-verify=false"};
@@ -692,7 +691,7 @@ TEST(RegistryOps, Search) {
 // and lists tags; blobs and manifests come back byte-identical.
 TEST(RegistryClients, SkopeoPushPullInspect) {
   TempDir d;
-  auto mk = RunCmd({std::string(IPFLY_REGISTRY_TEST_DIR) + "/make-busybox-image", d / "bb.tar"});
+  auto mk = MakeBusyboxImage(d / "bb.tar");
   ASSERT_EQ(mk.exit_code, 0) << mk.err;
   ASSERT_EQ(
       Sh("mkdir -p " + d / "src" + " && tar -C " + d / "src" + " -xf " + d / "bb.tar").exit_code,
@@ -703,14 +702,12 @@ TEST(RegistryClients, SkopeoPushPullInspect) {
   const json manifest_json = json::parse(manifest);
 
   const std::string host = g_reg->host();
-  auto cp = RunCmd({"skopeo", "copy", "--dest-tls-verify=false", "oci-archive:" + d / "bb.tar",
-                    "docker://" + host + "/sk/oci:1"});
+  auto cp = SkopeoPush(d / "bb.tar", host, "sk/oci:1");
   ASSERT_EQ(cp.exit_code, 0) << cp.err;
   cp = RunCmd({"skopeo", "copy", "--dest-tls-verify=false", "--format", "v2s2",
                "oci-archive:" + d / "bb.tar", "docker://" + host + "/sk/v2s2:1"});
   ASSERT_EQ(cp.exit_code, 0) << cp.err;
-  cp = RunCmd({"skopeo", "copy", "--dest-tls-verify=false", "oci-archive:" + d / "bb.tar",
-               "docker://" + host + "/sk/oci:2"});
+  cp = SkopeoPush(d / "bb.tar", host, "sk/oci:2");
   ASSERT_EQ(cp.exit_code, 0) << cp.err;
 
   // The OCI manifest is stored byte-for-byte.
@@ -768,12 +765,10 @@ TEST(RegistryClients, SkopeoPushPullInspect) {
 // snapshot annotations, under their own (different) digest, consistently.
 TEST(RegistryClients, IpfsFormatView) {
   TempDir d;
-  auto mk = RunCmd({std::string(IPFLY_REGISTRY_TEST_DIR) + "/make-busybox-image", d / "bb.tar"},
-                   std::chrono::seconds(60));
+  auto mk = MakeBusyboxImage(d / "bb.tar", std::chrono::seconds(60));
   ASSERT_EQ(mk.exit_code, 0) << mk.err;
   const std::string host = g_reg->host();
-  auto cp = RunCmd({"skopeo", "copy", "--dest-tls-verify=false", "oci-archive:" + d / "bb.tar",
-                    "docker://" + host + "/view/app:1"});
+  auto cp = SkopeoPush(d / "bb.tar", host, "view/app:1");
   ASSERT_EQ(cp.exit_code, 0) << cp.err;
 
   auto c = g_reg->Client();
@@ -847,12 +842,11 @@ class DockerRegistry {
 // works with the upstream stopped; an uncached tag then gives a clear spec error.
 TEST(RegistryMirror, PullThroughDockerRegistry) {
   TempDir d;
-  auto mk = RunCmd({std::string(IPFLY_REGISTRY_TEST_DIR) + "/make-busybox-image", d / "bb.tar"});
+  auto mk = MakeBusyboxImage(d / "bb.tar");
   ASSERT_EQ(mk.exit_code, 0) << mk.err;
   DockerRegistry up;
   up.Start();
-  auto cp = RunCmd({"skopeo", "copy", "--dest-tls-verify=false", "oci-archive:" + d / "bb.tar",
-                    "docker://" + up.host() + "/library/bb:1"});
+  auto cp = SkopeoPush(d / "bb.tar", up.host(), "library/bb:1");
   ASSERT_EQ(cp.exit_code, 0) << cp.err;
   auto raw_up = RunCmd({"skopeo", "inspect", "--tls-verify=false", "--raw",
                         "docker://" + up.host() + "/library/bb:1"});
@@ -881,8 +875,7 @@ TEST(RegistryMirror, PullThroughDockerRegistry) {
   auto mk2 = Sh("MARKER=second " + std::string(IPFLY_REGISTRY_TEST_DIR) + "/make-busybox-image " +
                 d / "bb2.tar");
   ASSERT_EQ(mk2.exit_code, 0) << mk2.err;
-  cp = RunCmd({"skopeo", "copy", "--dest-tls-verify=false", "oci-archive:" + d / "bb2.tar",
-               "docker://" + up.host() + "/library/bb2:1"});
+  cp = SkopeoPush(d / "bb2.tar", up.host(), "library/bb2:1");
   ASSERT_EQ(cp.exit_code, 0) << cp.err;
   auto view = c->Get("/v2/ipfs/library/bb2/manifests/1");
   ASSERT_EQ(St(view), 200) << Body(view) << mirror.log();
@@ -984,12 +977,11 @@ TEST(RegistryMirror, Kill9DuringMirrorImportAndSigterm) {
 // realm issues (and the realm wants the configured Basic credentials).
 TEST(RegistryMirror, BearerTokenUpstream) {
   TempDir d;
-  auto mk = RunCmd({std::string(IPFLY_REGISTRY_TEST_DIR) + "/make-busybox-image", d / "bb.tar"});
+  auto mk = MakeBusyboxImage(d / "bb.tar");
   ASSERT_EQ(mk.exit_code, 0) << mk.err;
   DockerRegistry up;
   up.Start();
-  auto cp = RunCmd({"skopeo", "copy", "--dest-tls-verify=false", "oci-archive:" + d / "bb.tar",
-                    "docker://" + up.host() + "/team/bb:1"});
+  auto cp = SkopeoPush(d / "bb.tar", up.host(), "team/bb:1");
   ASSERT_EQ(cp.exit_code, 0) << cp.err;
 
   httplib::Server proxy;
@@ -1102,4 +1094,4 @@ TEST(RegistryLoad, FiftyPullsTenPushes) {
 }
 
 }  // namespace
-}  // namespace ipfly::registry
+}  // namespace ipfly::registry::test

@@ -9,12 +9,11 @@
 #include "ipfs_fetch/kubo_rpc.h"
 #include "registry_shim/tests/ipfs/harness.h"
 
-namespace ipfly::registry::ipfstest {
+namespace ipfly::registry::test {
 namespace {
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
-using ipfly::testing::Sh;
 
 void WriteFile(const std::string& path, const std::string& data) {
   fs::create_directories(fs::path(path).parent_path());
@@ -331,4 +330,4 @@ TEST(IpflyCli, ImageIndexPushExportImport) {
 }
 
 }  // namespace
-}  // namespace ipfly::registry::ipfstest
+}  // namespace ipfly::registry::test

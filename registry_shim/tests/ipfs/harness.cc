@@ -5,7 +5,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
-namespace ipfly::registry::ipfstest {
+namespace ipfly::registry::test {
 namespace {
 
 std::string g_rpc;
@@ -85,4 +85,4 @@ void PushImage(httplib::Client& c, const std::string& repo, const std::string& t
   EXPECT_EQ(St(r), 201) << Body(r);
 }
 
-}  // namespace ipfly::registry::ipfstest
+}  // namespace ipfly::registry::test

@@ -15,20 +15,7 @@
 #include "registry_shim/tests/registry_harness.h"
 #include "tests/support/process.h"
 
-namespace ipfly::registry::ipfstest {
-
-using ipfly::testing::FreePort;
-using ipfly::testing::ReadFile;
-using ipfly::testing::RunCmd;
-using ipfly::testing::Spawn;
-using ipfly::testing::StopPid;
-using ipfly::testing::TempDir;
-using ipfly::testing::WaitFor;
-using test::Body;
-using test::DigestOf;
-using test::RandomBytes;
-using test::Registry;
-using test::St;
+namespace ipfly::registry::test {
 
 // RPC URL of the js-ipfs node (valid inside tests).
 const std::string& NodeRpc();
@@ -73,4 +60,4 @@ inline std::string Trim(std::string s) {
   return s;
 }
 
-}  // namespace ipfly::registry::ipfstest
+}  // namespace ipfly::registry::test

@@ -11,7 +11,7 @@
 #include "ipfs_fetch/kubo_rpc.h"
 #include "registry_shim/tests/ipfs/harness.h"
 
-namespace ipfly::registry::ipfstest {
+namespace ipfly::registry::test {
 namespace {
 
 namespace fs = std::filesystem;
@@ -201,4 +201,4 @@ TEST(RegistryIpfs, PublishFailureNeverFailsPush) {
 }
 
 }  // namespace
-}  // namespace ipfly::registry::ipfstest
+}  // namespace ipfly::registry::test
