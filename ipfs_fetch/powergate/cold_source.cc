@@ -282,6 +282,40 @@ std::shared_ptr<PowergateSource::Object> PowergateSource::ObjectFor(const mf::Ci
   return slot;
 }
 
+void PowergateSource::RecordJob(const ThawJob& job) {
+  {
+    std::lock_guard lk(jobs_mu_);
+    jobs_[job.cid] = job;
+    new_job_ = true;
+    // A running watch does not cover the new job: end it so the watcher starts over.
+    if (watch_canceller_) watch_canceller_->Cancel();
+    Status st = SaveJobsLocked();
+    if (!st.ok()) IPFLY_LOG_WARN("powergate: saving thaw jobs: {}", st.error().ToString());
+  }
+  jobs_cv_.notify_all();
+}
+
+std::optional<ThawJob> PowergateSource::AdoptRunning(const std::string& root_str,
+                                                     const pb::CidInfo& info) {
+  const pb::StorageJob* running = nullptr;
+  if (info.has_executing_storage_job()) {
+    running = &info.executing_storage_job();
+  } else if (info.queued_storage_jobs_size() > 0) {
+    running = &info.queued_storage_jobs(info.queued_storage_jobs_size() - 1);
+  }
+  if (!running || running->id().empty() || IsFinal(running->status())) return std::nullopt;
+  ThawJob adopted;
+  adopted.cid = root_str;
+  adopted.job_id = running->id();
+  adopted.status = running->status();
+  adopted.started_unix = running->created_at();
+  adopted.updated_unix = UnixNow();
+  RecordJob(adopted);
+  IPFLY_LOG_INFO("powergate: following job {} that Powergate already runs for {}", adopted.job_id,
+                 root_str);
+  return adopted;
+}
+
 Result<ThawJob> PowergateSource::StartThaw(const mf::Cid& root, const pb::CidInfo& info,
                                            Deadline deadline) {
   const std::string root_str = root.ToString();
@@ -305,14 +339,7 @@ Result<ThawJob> PowergateSource::StartThaw(const mf::Cid& root, const pb::CidInf
   job.job_id = id;
   job.status = pb::JOB_STATUS_QUEUED;
   job.started_unix = job.updated_unix = UnixNow();
-  {
-    std::lock_guard lk(jobs_mu_);
-    jobs_[root_str] = job;
-    new_job_ = true;
-    Status st = SaveJobsLocked();
-    if (!st.ok()) IPFLY_LOG_WARN("powergate: saving thaw jobs: {}", st.error().ToString());
-  }
-  jobs_cv_.notify_all();
+  RecordJob(job);
   thaws_started_.fetch_add(1, std::memory_order_relaxed);
   IPFLY_LOG_INFO("powergate: started thaw job {} for {} (max price {} attoFIL)", id, root_str,
                  options_.config.unfreeze_max_price);
@@ -332,6 +359,7 @@ Result<ThawJob> PowergateSource::Thaw(const mf::Cid& root, Deadline deadline) {
   if (!info.current_storage_info().cold().enabled()) {
     return NotFound("powergate has neither hot nor cold storage for " + root_str);
   }
+  if (auto adopted = AdoptRunning(root_str, info)) return *adopted;
   return StartThaw(root, info, deadline);
 }
 
@@ -411,30 +439,8 @@ Status PowergateSource::Advance(Object& obj, Deadline deadline, bool* loaded, bo
                      "; run `ipfly thaw " + root_str + "` to start a new retrieval");
   }
   // A job Powergate is already running for this object (started by `ipfly thaw`, another
-  // process, or before a restart that lost our state) is adopted instead of paying twice.
-  const pb::StorageJob* running = nullptr;
-  if (info->has_executing_storage_job()) {
-    running = &info->executing_storage_job();
-  } else if (info->queued_storage_jobs_size() > 0) {
-    running = &info->queued_storage_jobs(info->queued_storage_jobs_size() - 1);
-  }
-  if (running && !running->id().empty() && !IsFinal(running->status())) {
-    ThawJob adopted;
-    adopted.cid = root_str;
-    adopted.job_id = running->id();
-    adopted.status = running->status();
-    adopted.started_unix = running->created_at();
-    adopted.updated_unix = UnixNow();
-    {
-      std::lock_guard lk(jobs_mu_);
-      jobs_[root_str] = adopted;
-      new_job_ = true;
-      Status st = SaveJobsLocked();
-      if (!st.ok()) IPFLY_LOG_WARN("powergate: saving thaw jobs: {}", st.error().ToString());
-    }
-    jobs_cv_.notify_all();
-    return BeingRetrieved(root_str, adopted);
-  }
+  // process, or before a restart that lost our state) is followed instead of paying twice.
+  if (auto adopted = AdoptRunning(root_str, *info)) return BeingRetrieved(root_str, *adopted);
   auto job = IPFLY_TRY(StartThaw(obj.root, *info, deadline));
   return BeingRetrieved(root_str, job);
 }

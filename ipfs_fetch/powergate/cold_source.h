@@ -121,6 +121,10 @@ class PowergateSource : public BlockSource {
   Status Advance(Object& obj, Deadline deadline, bool* loaded, bool* hot);
   Status LoadWhole(const mf::Cid& root, Deadline deadline);
   Result<ThawJob> StartThaw(const mf::Cid& root, const pb::CidInfo& info, Deadline deadline);
+  // Records `job` (persisted) and wakes the watcher.
+  void RecordJob(const ThawJob& job);
+  // Follows a job Powergate already runs for the object (CidInfo executing/queued), if any.
+  std::optional<ThawJob> AdoptRunning(const std::string& root_str, const pb::CidInfo& info);
   std::optional<ThawJob> JobFor(const std::string& cid) const;
   void UpdateJob(const pb::StorageJob& job);
   Status SaveJobsLocked();
