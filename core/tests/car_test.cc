@@ -6,15 +6,10 @@
 #include <random>
 
 #include "core/multiformats/varint.h"
+#include "core/tests/test_util.h"
 
 namespace ipfly::codec {
 namespace {
-
-Bytes Hex(std::string_view h) {
-  Bytes b;
-  EXPECT_TRUE(HexDecode(h, &b)) << h;
-  return b;
-}
 
 struct Parsed {
   Status status;

@@ -6,15 +6,10 @@
 
 #include "core/block.h"
 #include "core/codec/unixfs_pb.h"
+#include "core/tests/test_util.h"
 
 namespace ipfly::codec {
 namespace {
-
-Bytes Hex(std::string_view h) {
-  Bytes b;
-  EXPECT_TRUE(HexDecode(h, &b)) << h;
-  return b;
-}
 
 std::string CidOf(const Bytes& block) {
   auto b = Block::Make(mf::kCodecDagPb, block, 1);
@@ -143,13 +138,8 @@ TEST(DagPb, AcceptsDataBeforeLinks) {
             "0a0101");
 }
 
-struct Bad {
-  const char* hex;
-  const char* why;
-};
-
 TEST(DagPb, StrictDecoderRejects) {
-  const Bad bad[] = {
+  const BadHex bad[] = {
       {"0a000a00", "duplicate Data"},
       {"1a00", "unknown PBNode field 3"},
       {"0801", "Data with varint wire type"},
@@ -171,7 +161,7 @@ TEST(DagPb, StrictDecoderRejects) {
       {"0a010100", "trailing zero byte (field 0)"},
       {"120b0a0901550005000102030412", "truncated second link"},
   };
-  for (const Bad& b : bad) {
+  for (const BadHex& b : bad) {
     auto r = DecodeDagPb(Hex(b.hex));
     ASSERT_FALSE(r.ok()) << b.why;
     EXPECT_TRUE(r.error().code() == Errc::kCorrupt) << b.why << ": " << r.error().ToString();

@@ -8,15 +8,10 @@
 #include "core/multiformats/multibase.h"
 #include "core/multiformats/multihash.h"
 #include "core/multiformats/varint.h"
+#include "core/tests/test_util.h"
 
 namespace ipfly::mf {
 namespace {
-
-Bytes Hex(std::string_view h) {
-  Bytes b;
-  EXPECT_TRUE(HexDecode(h, &b)) << h;
-  return b;
-}
 
 TEST(Varint, RoundTripsAndIsMinimal) {
   for (uint64_t v :

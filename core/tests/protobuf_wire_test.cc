@@ -6,14 +6,10 @@
 #include <cstdint>
 #include <limits>
 
+#include "core/tests/test_util.h"
+
 namespace ipfly::codec::pb {
 namespace {
-
-Bytes Hex(std::string_view h) {
-  Bytes b;
-  EXPECT_TRUE(HexDecode(h, &b)) << h;
-  return b;
-}
 
 TEST(ProtobufWire, VarintRoundTripIncludingFullUint64) {
   const uint64_t values[] = {0,

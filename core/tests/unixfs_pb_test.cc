@@ -3,14 +3,10 @@
 
 #include <gtest/gtest.h>
 
+#include "core/tests/test_util.h"
+
 namespace ipfly::codec {
 namespace {
-
-Bytes Hex(std::string_view h) {
-  Bytes b;
-  EXPECT_TRUE(HexDecode(h, &b)) << h;
-  return b;
-}
 
 void ExpectRoundTrip(std::string_view hex) {
   auto d = DecodeUnixfs(Hex(hex));
@@ -91,13 +87,8 @@ TEST(Unixfs, HamtShard) {
   EXPECT_FALSE(DecodeUnixfs(Hex("0805120201002821308002")).ok()) << "bad hashType";
 }
 
-struct Bad {
-  const char* hex;
-  const char* why;
-};
-
 TEST(Unixfs, Rejects) {
-  const Bad bad[] = {
+  const BadHex bad[] = {
       {"", "missing Type (empty message)"},
       {"1800", "missing Type"},
       {"0806", "unknown Type 6"},
@@ -122,7 +113,7 @@ TEST(Unixfs, Rejects) {
       {"010203", "codec fixture simple_forms_1"},
       {"736f6d652064617461", "codec fixture 'some data'"},
   };
-  for (const Bad& b : bad) {
+  for (const BadHex& b : bad) {
     std::string h(b.hex);
     std::erase(h, ' ');
     auto r = DecodeUnixfs(Hex(h));
