@@ -75,6 +75,26 @@ Status Link(const SqliteDb& db, const std::string& repo, const std::string& dige
   return Run(s, "link blob");
 }
 
+// Steps `s` to the end and returns its first column as text; `what` names the query in errors.
+Result<std::vector<std::string>> TextColumn(Stmt& s, const char* what) {
+  std::vector<std::string> out;
+  int rc;
+  while ((rc = s.Step()) == SQLITE_ROW) out.push_back(s.Text(0));
+  if (rc != SQLITE_DONE) return s.Err(what);
+  return out;
+}
+
+// Steps `s` once: true if the query returned a row; `what` names the query in errors.
+Result<bool> HasRow(Stmt& s, const char* what) {
+  int rc = s.Step();
+  if (rc == SQLITE_ROW) return true;
+  if (rc == SQLITE_DONE) return false;
+  return s.Err(what);
+}
+
+// A LIMIT for at most `n` rows, 0 meaning all.
+int64_t SqlLimit(size_t n) { return n == 0 ? int64_t{-1} : static_cast<int64_t>(n); }
+
 ManifestInfo ReadManifest(Stmt& s) {
   ManifestInfo m;
   m.digest = s.Text(0);
@@ -159,10 +179,7 @@ Result<bool> Catalog::RepoHasBlob(const std::string& repo, const std::string& di
   Stmt s(db_, "SELECT 1 FROM repo_blobs WHERE repo = ?1 AND digest = ?2");
   if (!s.prepared()) return s.Err("repo blob");
   s.Bind(1, repo).Bind(2, digest);
-  int rc = s.Step();
-  if (rc == SQLITE_ROW) return true;
-  if (rc == SQLITE_DONE) return false;
-  return s.Err("repo blob");
+  return HasRow(s, "repo blob");
 }
 
 Result<std::optional<ManifestInfo>> Catalog::GetManifest(const std::string& repo,
@@ -269,12 +286,8 @@ Result<std::vector<std::string>> Catalog::ListTags(const std::string& repo, cons
   std::lock_guard lock(mu_);
   Stmt s(db_, "SELECT tag FROM tags WHERE repo = ?1 AND tag > ?2 ORDER BY tag LIMIT ?3");
   if (!s.prepared()) return s.Err("list tags");
-  s.Bind(1, repo).Bind(2, last).Bind(3, n == 0 ? int64_t{-1} : static_cast<int64_t>(n));
-  std::vector<std::string> out;
-  int rc;
-  while ((rc = s.Step()) == SQLITE_ROW) out.push_back(s.Text(0));
-  if (rc != SQLITE_DONE) return s.Err("list tags");
-  return out;
+  s.Bind(1, repo).Bind(2, last).Bind(3, SqlLimit(n));
+  return TextColumn(s, "list tags");
 }
 
 Result<std::vector<std::string>> Catalog::ListRepositories(const std::string& last, size_t n) {
@@ -285,12 +298,8 @@ Result<std::vector<std::string>> Catalog::ListRepositories(const std::string& la
          "SELECT name FROM repositories r WHERE name > ?1 AND name NOT LIKE 'ipfs/%' AND EXISTS "
          "(SELECT 1 FROM manifests m WHERE m.repo = r.name) ORDER BY name LIMIT ?2");
   if (!s.prepared()) return s.Err("list repositories");
-  s.Bind(1, last).Bind(2, n == 0 ? int64_t{-1} : static_cast<int64_t>(n));
-  std::vector<std::string> out;
-  int rc;
-  while ((rc = s.Step()) == SQLITE_ROW) out.push_back(s.Text(0));
-  if (rc != SQLITE_DONE) return s.Err("list repositories");
-  return out;
+  s.Bind(1, last).Bind(2, SqlLimit(n));
+  return TextColumn(s, "list repositories");
 }
 
 Result<std::vector<std::string>> Catalog::SearchRepositories(const std::string& term, size_t n) {
@@ -299,12 +308,8 @@ Result<std::vector<std::string>> Catalog::SearchRepositories(const std::string& 
          "SELECT name FROM repositories r WHERE instr(name, ?1) > 0 AND name NOT LIKE 'ipfs/%' "
          "AND EXISTS (SELECT 1 FROM manifests m WHERE m.repo = r.name) ORDER BY name LIMIT ?2");
   if (!s.prepared()) return s.Err("search");
-  s.Bind(1, term).Bind(2, n == 0 ? int64_t{-1} : static_cast<int64_t>(n));
-  std::vector<std::string> out;
-  int rc;
-  while ((rc = s.Step()) == SQLITE_ROW) out.push_back(s.Text(0));
-  if (rc != SQLITE_DONE) return s.Err("search");
-  return out;
+  s.Bind(1, term).Bind(2, SqlLimit(n));
+  return TextColumn(s, "search");
 }
 
 Result<bool> Catalog::RepoExists(const std::string& repo) {
@@ -312,10 +317,7 @@ Result<bool> Catalog::RepoExists(const std::string& repo) {
   Stmt s(db_, "SELECT 1 FROM repositories WHERE name = ?1");
   if (!s.prepared()) return s.Err("repo exists");
   s.Bind(1, repo);
-  int rc = s.Step();
-  if (rc == SQLITE_ROW) return true;
-  if (rc == SQLITE_DONE) return false;
-  return s.Err("repo exists");
+  return HasRow(s, "repo exists");
 }
 
 Result<std::vector<ManifestInfo>> Catalog::Referrers(const std::string& repo,
