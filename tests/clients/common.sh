@@ -70,6 +70,37 @@ ipfly_manifest_layers() {
     python3 -c 'import json, sys; print(" ".join(l["digest"] for l in json.load(sys.stdin)["layers"]))'
 }
 
+# ipfly_clients_start_shims W: a docker-registry (port UP, in W/up), an ipfly-registry that takes
+# pushes (port REG, in W/reg) and one that mirrors UP (port MIR, in W/mir). Sets REG MIR UP,
+# R (REG's host:port), LOG MLOG (their logs) and M MM (their URLs).
+# shellcheck disable=SC2034
+ipfly_clients_start_shims() {
+  REG=$(ipfly_freeport); MIR=$(ipfly_freeport); UP=$(ipfly_freeport); R=127.0.0.1:$REG
+  ipfly_start_docker_registry "$1/up" "$UP"
+  ipfly_start_registry "$1/reg" "$REG"
+  ipfly_start_registry "$1/mir" "$MIR" --upstream "http://127.0.0.1:$UP"
+  LOG=$1/reg/registry.log; MLOG=$1/mir/registry.log
+  M=http://$R; MM=http://127.0.0.1:$MIR
+}
+
+# ipfly_clients_shim_health URL... -- LOG...: the end of every client test: no 5xx response in any
+# shim's request metrics, no error line in any shim log, and still only lo.
+# check() evals its first argument, which reads the locals errs, u and logs.
+# shellcheck disable=SC2016,SC2034
+ipfly_clients_shim_health() {
+  local urls=() logs u errs
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do urls+=("$1"); shift; done
+  if [ $# -gt 0 ]; then shift; fi
+  logs=("$@")
+  step "shim health"
+  for u in "${urls[@]}"; do
+    errs=$(curl -sf "$u/metrics" | awk '$1 ~ /^ipfly_registry_requests_total\{.*code="5/ { s += $2 } END { print s + 0 }')
+    check '[ "$errs" = 0 ]' "no 5xx responses from $u"
+  done
+  check '! grep -qE "\[(error|critical)\]" "${logs[@]}"' "no errors in the shim logs"
+  ipfly_clients_assert_lo_only
+}
+
 # ipfly_clients_start_auth_registry DIR PORT USER PASSWORD: an ipfly-registry whose writes need
 # htpasswd (bcrypt) credentials; pulls stay anonymous.
 ipfly_clients_start_auth_registry() {

@@ -23,12 +23,7 @@ T0=$(ipfly_now)
 # containerd's runc state (/run/containerd/runc) and skopeo's blob-info cache stay private.
 ipfly_clients_hide /run/containerd /var/lib/containers
 
-REG=$(ipfly_freeport); MIR=$(ipfly_freeport); UP=$(ipfly_freeport); R=127.0.0.1:$REG
-ipfly_start_docker_registry "$W/up" "$UP"
-ipfly_start_registry "$W/reg" "$REG"
-ipfly_start_registry "$W/mir" "$MIR" --upstream "http://127.0.0.1:$UP"
-LOG=$W/reg/registry.log; MLOG=$W/mir/registry.log
-M=http://$R; MM=http://127.0.0.1:$MIR
+ipfly_clients_start_shims "$W"
 
 mkdir -p "$W/ctd"
 cat > "$W/ctd/config.toml" <<TOML
@@ -104,11 +99,5 @@ done
 out=$("${CTR[@]}" -n mirror "${RUN[@]}" docker.io/library/mirrored:1 c2)
 check '[ "$out" = "hello from layer 2 mirrored" ]' "ctr run printed '$out'"
 
-step "shim health"
-for u in "$M" "$MM"; do
-  errs=$(curl -sf "$u/metrics" | awk '$1 ~ /^ipfly_registry_requests_total\{.*code="5/ { s += $2 } END { print s + 0 }')
-  check '[ "$errs" = 0 ]' "no 5xx responses from $u"
-done
-check '! grep -qE "\[(error|critical)\]" "$LOG" "$MLOG"' "no errors in the shim logs"
-ipfly_clients_assert_lo_only
+ipfly_clients_shim_health "$M" "$MM" -- "$LOG" "$MLOG"
 echo "PASS ctr_test ($(ipfly_since "$T0") s)"

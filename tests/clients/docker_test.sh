@@ -30,12 +30,7 @@ ipfly_clients_hide /run/containerd /run/docker /etc/docker /var/lib/containers
 
 # Two shims: REG takes pushes (no upstream); MIR is the engine's --registry-mirror, with the
 # docker-registry UP as its upstream.
-REG=$(ipfly_freeport); MIR=$(ipfly_freeport); UP=$(ipfly_freeport); R=127.0.0.1:$REG
-ipfly_start_docker_registry "$W/up" "$UP"
-ipfly_start_registry "$W/reg" "$REG"
-ipfly_start_registry "$W/mir" "$MIR" --upstream "http://127.0.0.1:$UP"
-LOG=$W/reg/registry.log; MLOG=$W/mir/registry.log
-M=http://$R; MM=http://127.0.0.1:$MIR
+ipfly_clients_start_shims "$W"
 
 # start_dockerd NAME [flags...]: a private engine; sets D (the client command).
 start_dockerd() {
@@ -177,11 +172,5 @@ step "docker search through the shim"
 "${D[@]}" search "$R/clients" > "$W/search.out"
 check 'grep -q "clients/bb" "$W/search.out" && grep -q "clients/other" "$W/search.out"' "docker search lists clients/bb and clients/other"
 
-step "shim health"
-for u in "$M" "$MM" "http://$A"; do
-  errs=$(curl -sf "$u/metrics" | awk '$1 ~ /^ipfly_registry_requests_total\{.*code="5/ { s += $2 } END { print s + 0 }')
-  check '[ "$errs" = 0 ]' "no 5xx responses from $u"
-done
-check '! grep -qE "\[(error|critical)\]" "$LOG" "$MLOG" "$W/auth/registry.log"' "no errors in the shim logs"
-ipfly_clients_assert_lo_only
+ipfly_clients_shim_health "$M" "$MM" "http://$A" -- "$LOG" "$MLOG" "$W/auth/registry.log"
 echo "PASS docker_test ($(ipfly_since "$T0") s)"

@@ -196,11 +196,5 @@ read -ra PM4 <<< "podman $(store pm4) --cgroup-manager cgroupfs --events-backend
 check '[ "$("${PM4[@]}" image inspect --format "{{.Digest}}" "$A/auth/bb:1")" = "$DA" ]' "anonymous podman pull of the pushed image"
 check 'logged "$W/auth/registry.log" "GET /v2/auth/bb/manifests/1 200"' "access log: anonymous GET manifest 200"
 
-step "shim health"
-for u in "http://$R" "$MM" "http://$A"; do
-  errs=$(curl -sf "$u/metrics" | awk '$1 ~ /^ipfly_registry_requests_total\{.*code="5/ { s += $2 } END { print s + 0 }')
-  check '[ "$errs" = 0 ]' "no 5xx responses from $u"
-done
-check '! grep -qE "\[(error|critical)\]" "$LOG" "$MLOG" "$W/auth/registry.log"' "no errors in the shim logs"
-ipfly_clients_assert_lo_only
+ipfly_clients_shim_health "http://$R" "$MM" "http://$A" -- "$LOG" "$MLOG" "$W/auth/registry.log"
 echo "PASS podman_test ($(ipfly_since "$T0") s)"
