@@ -1,6 +1,7 @@
 // `ipfly archive`, `ipfly archive status`, `ipfly thaw` and `ipfly cat` (the binary) against the
 // fake Powergate: what a person types, with the exit codes and messages they see.
 #include <gtest/gtest.h>
+#include <httplib.h>
 
 #include <fstream>
 #include <thread>
@@ -89,6 +90,35 @@ TEST_F(PowergateCliTest, ArchiveThawStatusAndRead) {
   r = Ipfly({"thaw", c});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("already in hot storage"), std::string::npos) << r.out;
+
+  // `ipfly status` lists the cold retrievals: live from the snapshotter's /metrics when it
+  // reports them, else from the local state_dir. A minimal stand-in serves the snapshotter's
+  // /status and /metrics documents here.
+  std::string metrics;
+  httplib::Server snap;
+  snap.Get("/status", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content(R"({"snapshots":[],"fallbacks":{},"lazy_enabled":true,"lazy_mounts":0})",
+                    "application/json");
+  });
+  snap.Get("/metrics", [&](const httplib::Request&, httplib::Response& res) {
+    res.set_content(metrics, "text/plain");
+  });
+  int port = snap.bind_to_any_port("127.0.0.1");
+  ASSERT_GT(port, 0);
+  std::thread serving([&] { snap.listen_after_bind(); });
+  const std::string at = "127.0.0.1:" + std::to_string(port);
+  r = Ipfly({"status", "--snapshotter", at});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("cold retrievals (Powergate " + pg_->address()), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("0 in flight"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(c), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("job-2"), std::string::npos) << r.out;
+  metrics = "ipfly_powergate_thaw_job{cid=\"bafyX\",job_id=\"job-9\",state=\"EXECUTING\"} 1\n";
+  r = Ipfly({"status", "--snapshotter", at});
+  EXPECT_NE(r.out.find("from snapshotter): 1 in flight"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("job-9"), std::string::npos) << r.out;
+  snap.stop();
+  serving.join();
 }
 
 TEST_F(PowergateCliTest, ClearErrors) {
