@@ -2,16 +2,13 @@
 
 #include <string>
 
+#include "core/multiformats/varint.h"
+
 namespace ipfly::codec::pb {
 
-size_t VarintSize(uint64_t v) {
-  size_t n = 1;
-  while (v >= 0x80) {
-    v >>= 7;
-    ++n;
-  }
-  return n;
-}
+// Both varints are LEB128 and their minimal encodings have the same length; only the decoding
+// rules differ (see protobuf_wire.h).
+size_t VarintSize(uint64_t v) { return mf::VarintSize(v); }
 
 uint8_t* WriteVarint(uint8_t* p, uint64_t v) {
   while (v >= 0x80) {

@@ -15,6 +15,7 @@ inline constexpr uint64_t kMaxVarintValue = (uint64_t{1} << 63) - 1;
 
 // Appends the minimal encoding of v (v must be <= kMaxVarintValue).
 void AppendVarint(Bytes& out, uint64_t v);
+// Length of the minimal LEB128 encoding of any v: 1..10 (at most 9 for v <= kMaxVarintValue).
 size_t VarintSize(uint64_t v);
 
 // Decodes one varint at the start of `in`. On success stores the number of bytes used in
