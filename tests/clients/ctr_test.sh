@@ -25,25 +25,11 @@ ipfly_clients_hide /run/containerd /var/lib/containers
 
 ipfly_clients_start_shims "$W"
 
-mkdir -p "$W/ctd"
-cat > "$W/ctd/config.toml" <<TOML
-version = 2
-root = "$W/ctd/root"
-state = "$W/ctd/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "$W/ctd/containerd.sock"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$W/ctd/opt"
 # Each namespace downloads its own blobs (the default "shared" would let a pull into a second
 # namespace reuse the pushed namespace's blobs without asking the registry).
-[plugins."io.containerd.metadata.v1.bolt"]
-  content_sharing_policy = "isolated"
-TOML
-containerd --config "$W/ctd/config.toml" > "$W/containerd.log" 2>&1 &
-IPFLY_PIDS+=("$!")
-ipfly_wait 20 ctr -a "$W/ctd/containerd.sock" version || { cat "$W/containerd.log" >&2; ipfly_die "containerd did not start"; }
-CTR=(ctr -a "$W/ctd/containerd.sock")
+ipfly_start_containerd "$W" "" '[plugins."io.containerd.metadata.v1.bolt"]
+  content_sharing_policy = "isolated"'
+CTR=(ctr -a "$IPFLY_CTR_SOCK")
 # native snapshotter: no overlay-on-overlay trouble under /tmp.
 RUN=(run --rm --snapshotter native)
 

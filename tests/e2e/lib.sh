@@ -58,10 +58,11 @@ ipfly_start_snapshotter() {
   ipfly_wait 20 ipfly_sock_ready "$dir/snap.sock" || { cat "$dir/snapshotter.log" >&2; ipfly_die "ipfly-snapshotter did not start"; }
 }
 
-# ipfly_start_containerd DIR SNAPSHOTTER_SOCK: private containerd with the ipfly proxy plugin;
-# sets IPFLY_CTR_SOCK.
+# ipfly_start_containerd DIR [SNAPSHOTTER_SOCK [EXTRA_TOML]]: private containerd (no CRI), with
+# the ipfly proxy plugin when SNAPSHOTTER_SOCK is not empty, and EXTRA_TOML appended to its
+# config; sets IPFLY_CTR_SOCK.
 ipfly_start_containerd() {
-  local dir=$1 snap=$2
+  local dir=$1 snap=${2:-} extra=${3:-}
   mkdir -p "$dir/ctd"
   cat > "$dir/ctd/config.toml" <<TOML
 version = 2
@@ -72,11 +73,16 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
   address = "$dir/ctd/containerd.sock"
 [plugins."io.containerd.internal.v1.opt"]
   path = "$dir/ctd/opt"
+TOML
+  if [ -n "$snap" ]; then
+    cat >> "$dir/ctd/config.toml" <<TOML
 [proxy_plugins]
   [proxy_plugins.ipfly]
     type = "snapshot"
     address = "$snap"
 TOML
+  fi
+  if [ -n "$extra" ]; then printf '%s\n' "$extra" >> "$dir/ctd/config.toml"; fi
   containerd --config "$dir/ctd/config.toml" > "$dir/containerd.log" 2>&1 &
   IPFLY_PIDS+=("$!")
   IPFLY_CTR_SOCK="$dir/ctd/containerd.sock"
