@@ -377,6 +377,22 @@ struct RegistryServer::Impl {
     SendError(res, 500, "UNKNOWN", e.message());
   }
 
+  // True if the catalog lookup `r` found something. Otherwise writes the response: 500 for a
+  // failed lookup, else `status` with `code`, `message` and `detail`.
+  template <typename T>
+  static bool Found(Response& res, const Result<std::optional<T>>& r, int status,
+                    std::string_view code, std::string_view message, const json& detail) {
+    if (!r.ok()) {
+      InternalError(res, r.error());
+      return false;
+    }
+    if (!*r) {
+      SendError(res, status, code, message, detail);
+      return false;
+    }
+    return true;
+  }
+
   // Parses n/last; false (and a 400 written) on a bad n.
   static bool PageParams(const Request& req, Response& res, size_t* n, bool* has_n,
                          std::string* last) {
@@ -455,23 +471,13 @@ struct RegistryServer::Impl {
         return std::nullopt;
       }
       auto d = catalog->ResolveTag(name, ref);
-      if (!d.ok()) {
-        InternalError(res, d.error());
-        return std::nullopt;
-      }
-      if (!*d) {
-        SendError(res, 404, "MANIFEST_UNKNOWN", "manifest unknown", json{{"tag", ref}});
+      if (!Found(res, d, 404, "MANIFEST_UNKNOWN", "manifest unknown", json{{"tag", ref}})) {
         return std::nullopt;
       }
       digest = **d;
     }
     auto mf = catalog->GetManifest(name, digest);
-    if (!mf.ok()) {
-      InternalError(res, mf.error());
-      return std::nullopt;
-    }
-    if (!*mf) {
-      SendError(res, 404, "MANIFEST_UNKNOWN", "manifest unknown", json{{"digest", digest}});
+    if (!Found(res, mf, 404, "MANIFEST_UNKNOWN", "manifest unknown", json{{"digest", digest}})) {
       return std::nullopt;
     }
     return std::move(**mf);
@@ -574,25 +580,12 @@ struct RegistryServer::Impl {
       }
       if (is_manifest) {
         auto child = catalog->GetManifest(name, dd);
-        if (!child.ok()) {
-          InternalError(res, child.error());
-          return false;
-        }
-        if (!*child) {
-          SendError(res, 400, "MANIFEST_BLOB_UNKNOWN", "referenced manifest unknown", dd);
-          return false;
-        }
-        return true;
+        return Found(res, child, 400, "MANIFEST_BLOB_UNKNOWN", "referenced manifest unknown", dd);
       }
       // Foreign / non-distributable layers carry urls and may be absent.
       if (d.contains("urls") && d["urls"].is_array() && !d["urls"].empty()) return true;
       auto blob = catalog->GetBlob(dd);
-      if (!blob.ok()) {
-        InternalError(res, blob.error());
-        return false;
-      }
-      if (!*blob) {
-        SendError(res, 400, "MANIFEST_BLOB_UNKNOWN", "blob unknown to registry", dd);
+      if (!Found(res, blob, 400, "MANIFEST_BLOB_UNKNOWN", "blob unknown to registry", dd)) {
         return false;
       }
       if ((*blob)->size != d["size"].get<uint64_t>()) {
