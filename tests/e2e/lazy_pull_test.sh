@@ -115,11 +115,17 @@ check 'grep -qi fallback "$W/status.txt"' "ipfly status shows the fallbacks"
 
 step "kill -9 the snapshotter, restart, run a new container from the lazy image"
 kill -9 "$IPFLY_SNAP_PID"; wait "$IPFLY_SNAP_PID" 2>/dev/null || true
-ipfly_start_snapshotter "$W" "${SNAP_ARGS[@]}"
+# Restarted with a 1 MiB span cache cap: the span caches of layers no container uses are evicted.
+ipfly_start_snapshotter "$W" "${SNAP_ARGS[@]}" --span-cache-max-size 1MiB
 # containerd's gRPC connection to the proxy plugin backs off after the crash (up to ~3 s).
 ipfly_wait 20 "${CTR[@]}" snapshots --snapshotter ipfly ls || ipfly_die "containerd does not reach the restarted snapshotter"
 out=$("${CTR[@]}" run --rm --snapshotter ipfly "$R/e2e/py:1" py2)
 check '[ "$out" = "python ready" ]' "after restart the python container printed '$out'"
+span_cache_under_cap() { [ "$(ipfly_metric "$M" ipfly_snapshotter_span_cache_bytes)" -le $((1 << 20)) ]; }
+ipfly_wait 10 span_cache_under_cap
+check 'span_cache_under_cap && [ "$(ipfly_metric "$M" ipfly_snapshotter_span_cache_evictions_total)" -ge 1 ]' \
+  "span caches evicted down to the 1 MiB cap ($(ipfly_metric "$M" ipfly_snapshotter_span_cache_bytes) bytes, $(ipfly_metric "$M" ipfly_snapshotter_span_cache_evictions_total) layers evicted)"
+check '"$IPFLY_BIN_DIR/cli/ipfly" status --snapshotter "$M" | grep -q "^span cache: .* of 1.0 MiB"' "ipfly status shows the span cache and its cap"
 
 step "containerd GC: image rm --sync removes snapshots and releases span caches"
 for img in "$R/e2e/bb:1" "$R/e2e/py:1" "127.0.0.1:$UP/e2e/fb:1"; do "${CTR[@]}" image rm --sync "$img" >/dev/null; done
