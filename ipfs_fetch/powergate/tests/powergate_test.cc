@@ -460,6 +460,26 @@ TEST_F(PowergateTest, ThawsDisabledOrFailedGiveClearErrors) {
                                milliseconds(5000)));
 }
 
+TEST_F(PowergateTest, ACancelledThawIsReportedAsSuch) {
+  auto cid = pg_->AddObject(RandomBytes(3000, 17), false, true);
+  ASSERT_TRUE(cid.ok());
+  pg_->SetThawMode(FakePowergate::ThawMode::kHold);
+  PowergateSource* src = nullptr;
+  auto f = MakeChain(PgConfig(false), &src);
+  EXPECT_FALSE(ReadAll(f.get(), *cid, milliseconds(1000)).ok());
+  ASSERT_EQ(pg_->JobIds().size(), 1u);
+  ASSERT_TRUE(pg_->CancelJob(pg_->JobIds()[0]).ok());
+  ASSERT_TRUE(testing::WaitFor(
+      [&] { return !src->Jobs().empty() && src->Jobs()[0].status == pb::JOB_STATUS_CANCELED; },
+      milliseconds(5000)));
+  auto got = ReadAll(f.get(), *cid, milliseconds(1000));
+  ASSERT_FALSE(got.ok());
+  EXPECT_EQ(got.error().code(), Errc::kFailedPrecondition) << got.error().ToString();
+  EXPECT_NE(got.error().message().find("ended CANCELED: canceled by user"), std::string::npos)
+      << got.error().ToString();
+  EXPECT_EQ(pg_->counters().thaws, 1u);
+}
+
 TEST_F(PowergateTest, RestartDuringThawResumesWatchingTheJob) {
   auto data = RandomBytes(262144 + 9, 11);
   auto cid = pg_->AddObject(data, false, true);
