@@ -108,7 +108,7 @@ struct LayerReader::Impl {
     std::filesystem::create_directories(options.cache_dir, ec);
     if (ec) return IoError("create span cache dir " + options.cache_dir + ": " + ec.message());
     std::string base = options.cache_dir + "/" +
-                       (index->layer_digest ? index->layer_digest->hex() : std::string("unknown"));
+                       (options.cache_name.empty() ? SpanCacheName(*index) : options.cache_name);
     data_fd = ::open((base + ".data").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (data_fd < 0) return ErrnoError("open span cache " + base + ".data", errno);
     map_fd = ::open((base + ".map").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
@@ -282,6 +282,21 @@ struct LayerReader::Impl {
     return OkStatus();
   }
 };
+
+std::string SpanCacheName(const LayerIndex& index) {
+  Sha256 h;
+  auto put = [&h](uint64_t v) {
+    uint8_t b[8];
+    for (int k = 0; k < 8; ++k) b[k] = static_cast<uint8_t>(v >> (8 * k));
+    h.Update(ByteView(b, sizeof b));
+  };
+  put(index.uncompressed_size);
+  put(static_cast<uint64_t>(index.compression));
+  for (const auto& p : index.points) put(p.uncompressed_offset);
+  auto tag = h.Final();
+  return (index.layer_digest ? index.layer_digest->hex() : std::string("unknown")) + "-" +
+         HexEncode(ByteView(tag.data(), 8));
+}
 
 LayerReader::LayerReader(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 LayerReader::~LayerReader() = default;

@@ -66,6 +66,10 @@ struct LayerReaderStats {
 struct LayerReaderOptions {
   // Directory of the persistent span cache; empty = memory only (a small LRU of spans).
   std::string cache_dir;
+  // Base name of the cache files in cache_dir (<name>.data, <name>.map); empty =
+  // SpanCacheName(index). Two LayerReaders must never have the same files open at once: each
+  // keeps its own map of present spans, and a drop by one would punch data the other serves.
+  std::string cache_name;
   size_t memory_spans = 8;  // spans kept in memory when there is no cache_dir
   // Called with the span's size after a span was added to the disk cache, from the reading
   // thread, with no lock of the reader held. Must be cheap and must not call back into the
@@ -75,6 +79,10 @@ struct LayerReaderOptions {
   // window a concurrent DropSpanCache must not slip into).
   std::function<void()> test_before_cached_pread;
 };
+
+// The default span cache name of a layer: its digest plus a tag of the index's span layout
+// ("<digest-hex>-<16 hex>"), so indexes of one blob built with different spans never share a map.
+std::string SpanCacheName(const LayerIndex& index);
 
 class LayerReader {
  public:

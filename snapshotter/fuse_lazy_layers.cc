@@ -246,6 +246,11 @@ class FuseLazyLayers : public LazyLayers {
       layer->index = index;
       layer::LayerReaderOptions ro;
       ro.cache_dir = root_ + "/layers/spans";
+      // One set of files per layer object: two blob CIDs of the same bytes (CIDv0/CIDv1) are
+      // two layers here and must not share a span map (LayerReaderOptions::cache_name).
+      ro.cache_name = layer::SpanCacheName(*index) + "-" +
+                      HexEncode(ByteView(Sha256Of(AsBytes(rl.blob_cid)).data(), 8));
+      layer->cache_name = ro.cache_name;
       ro.on_span_cached = [this](uint64_t n) { OnSpanCached(n); };
       auto src = std::make_unique<TrackedBlobSource>(reader_.get(), cid, &foreground_, &latency_);
       auto lr = layer::LayerReader::Open(index, std::move(src), ro);
@@ -384,6 +389,7 @@ class FuseLazyLayers : public LazyLayers {
     std::shared_ptr<const layer::LayerIndex> index;
     std::shared_ptr<layer::LayerReader> reader;
     std::shared_ptr<fusefs::LayerTree> tree;
+    std::string cache_name;  // span cache files <root>/layers/spans/<cache_name>.{data,map}
     std::set<std::string> ids;
     std::thread bg;
     std::atomic<bool> stop{false};
@@ -729,11 +735,10 @@ class FuseLazyLayers : public LazyLayers {
   // Its blocks stay in the block cache, which evicts them by LRU under cache.max_size.
   void Release(Layer& l) {
     StopBackground(l);
-    std::string hex = l.index->layer_digest ? l.index->layer_digest->hex() : "unknown";
     l.reader.reset();
     std::error_code ec;
     for (const char* ext : {".data", ".map"}) {
-      fs::remove(root_ + "/layers/spans/" + hex + ext, ec);
+      fs::remove(root_ + "/layers/spans/" + l.cache_name + ext, ec);
     }
     IPFLY_LOG_INFO("released lazy layer {}", l.remote.blob_cid);
     PruneSpanCaches();
@@ -745,9 +750,7 @@ class FuseLazyLayers : public LazyLayers {
     std::set<std::string> keep;
     {
       std::lock_guard lk(mu_);
-      for (const auto& [blob, l] : layers_) {
-        if (l->index->layer_digest) keep.insert(l->index->layer_digest->hex());
-      }
+      for (const auto& [blob, l] : layers_) keep.insert(l->cache_name);
     }
     std::error_code ec;
     for (const auto& e : fs::directory_iterator(root_ + "/layers/spans", ec)) {

@@ -210,6 +210,53 @@ TEST(LayerReader, CorruptBlobNeverServesWrongBytes) {
   EXPECT_GT(errors, 0);
 }
 
+// Two indexes of one blob with different span sizes share a cache directory: their span maps
+// must never be mixed up (span i of one is not span i of the other).
+TEST(LayerReader, IndexesWithDifferentSpansDoNotShareACache) {
+  Built small = BuildFrom("gzip -c", 64 * 1024);
+  Built big = small;  // the same blob, indexed again with 1 MiB spans
+  {
+    BuildOptions o;
+    o.span = 1024 * 1024;
+    LayerIndexBuilder builder(o);
+    ASSERT_TRUE(builder.Feed(small.blob).ok());
+    auto idx = builder.Finish();
+    ASSERT_TRUE(idx.ok()) << idx.error().ToString();
+    big.index = std::move(*idx);
+  }
+  auto a = std::make_shared<const LayerIndex>(small.index);
+  auto c = std::make_shared<const LayerIndex>(big.index);
+  ASSERT_NE(a->points.size(), c->points.size());
+  EXPECT_NE(SpanCacheName(*a), SpanCacheName(*c));
+  EXPECT_EQ(SpanCacheName(*a), SpanCacheName(LayerIndex(small.index)));  // stable
+  EXPECT_EQ(SpanCacheName(*a).rfind(a->layer_digest->hex() + "-", 0), 0u);
+  ipfly::testing::TempDir tmp;
+  LayerReaderOptions ro;
+  ro.cache_dir = tmp.path();
+  auto dl = [] { return fetch::DeadlineIn(std::chrono::seconds(10)); };
+  {
+    // Fill the first span of the fine-grained index only.
+    auto r = LayerReader::Open(a, std::make_unique<MemBlob>(small.blob), ro);
+    ASSERT_TRUE(r.ok());
+    Bytes out(16);
+    ASSERT_TRUE((*r)->Read(0, out, dl()).ok());
+  }
+  // The coarse index reads everything right from the same directory, and its own cache
+  // persists across a reopen.
+  for (int round = 0; round < 2; ++round) {
+    auto r = LayerReader::Open(c, std::make_unique<MemBlob>(big.blob), ro);
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ((*r)->stats().spans_cached, round == 0 ? 0u : c->points.size());
+    for (size_t s = 0; s < c->points.size(); ++s) {
+      uint64_t start = c->SpanStart(s);
+      Bytes out(static_cast<size_t>(c->SpanEnd(s) - start));
+      auto n = (*r)->Read(start, out, dl());
+      ASSERT_TRUE(n.ok()) << n.error().ToString();
+      ASSERT_EQ(std::memcmp(out.data(), big.tar.data() + start, *n), 0) << "span " << s;
+    }
+  }
+}
+
 // The snapshotter's span cache cap drops caches while containers read: every read must still
 // return the layer's bytes (never the zeros of a punched hole), and the accounting and the
 // persisted map must stay right.
@@ -315,7 +362,7 @@ TEST(LayerReader, DropSpanCacheUnderConcurrentReadsNeverServesWrongBytes) {
   EXPECT_EQ(*last, left);
   EXPECT_EQ(reader.SpanCacheBytes(), 0u);
   EXPECT_EQ(reader.stats().spans_cached, 0u);
-  std::string base = dir + "/" + idx->layer_digest->hex();
+  std::string base = dir + "/" + SpanCacheName(*idx);
   struct stat st {};
   ASSERT_EQ(::stat((base + ".data").c_str(), &st), 0);
   EXPECT_EQ(static_cast<uint64_t>(st.st_size), idx->uncompressed_size);
