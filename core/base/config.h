@@ -1,5 +1,5 @@
 // ipfly configuration: one TOML file (default /etc/ipfly/config.toml), every key documented in
-// docs/configuration.md and packaging/config.example.toml. Command-line flags override it.
+// packaging/config.example.toml (a test checks that it parses). Command-line flags override it.
 #pragma once
 
 #include <cstdint>
