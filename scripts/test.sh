@@ -23,10 +23,10 @@ bash scripts/fuzz.sh
 
 step "unit tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 BUILD_DIR="$ROOT/build-asan" \
-  TARGETS="core_tests ipfs_fetch_tests layer_tests fusefs_tests fusefs_mount_child snapshotter_tests" \
+  TARGETS="core_tests ipfs_fetch_tests layer_tests fusefs_tests fusefs_mount_child snapshotter_tests powergate_tests" \
   bash scripts/build.sh -DIPFLY_SANITIZE=ON -DIPFLY_WERROR=ON -DBUILD_TESTING=ON
 for t in core/core_tests ipfs_fetch/ipfs_fetch_tests layer/layer_tests fusefs/fusefs_tests \
-         snapshotter/snapshotter_tests; do
+         snapshotter/snapshotter_tests ipfs_fetch/powergate/powergate_tests; do
   echo "asan: $t" >&2
   (cd "$ROOT/build-asan" && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1 \
      "./$t" --gtest_brief=1 > "$ROOT/build-asan/$(basename "$t").log" 2>&1) || {
