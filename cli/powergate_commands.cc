@@ -107,8 +107,8 @@ Result<std::pair<std::string, std::string>> SplitImageRef(const std::string& ref
   return std::make_pair(ref.substr(0, colon), ref.substr(colon + 1));
 }
 
-// The blob and index CIDs of every layer of an image in an ipfly-registry (all platforms of an
-// index), from its resolver.
+// The blob CIDs of the config and every layer of an image in an ipfly-registry, and the layers'
+// index CIDs (all platforms of an index), from its resolver.
 Result<std::vector<std::string>> ImageCids(const std::string& registry, const std::string& ref) {
   auto [repo, reference] = IPFLY_TRY(SplitImageRef(ref));
   httplib::Client http(registry);
@@ -146,11 +146,16 @@ Result<std::vector<std::string>> ImageCids(const std::string& registry, const st
     if (!m.contains("layers") || !m["layers"].is_array()) {
       return Corrupt(ref + ": a manifest without layers");
     }
-    for (const auto& l : m["layers"]) {
-      const std::string digest = l.value("digest", std::string());
+    // The config blob too: without it the image cannot be pulled back from Filecoin.
+    std::vector<std::pair<std::string, std::string>> blobs;  // (what, digest)
+    if (m.contains("config") && m["config"].is_object()) {
+      blobs.emplace_back("config", m["config"].value("digest", std::string()));
+    }
+    for (const auto& l : m["layers"]) blobs.emplace_back("layer", l.value("digest", std::string()));
+    for (const auto& [what, digest] : blobs) {
       auto r = http.Get("/ipfly/v1/layers/" + digest);
       if (!r || r->status != 200) {
-        return NotFound("layer " + digest + " of " + ref + " has no CID at " + registry +
+        return NotFound(what + " " + digest + " of " + ref + " has no CID at " + registry +
                         " (not an ipfly-registry, or not imported into IPFS)");
       }
       auto j = json::parse(r->body, nullptr, false);
@@ -227,7 +232,7 @@ std::optional<CliError> CmdArchive(const GlobalOptions& g, const ArchiveOptions&
     }
     auto image = ImageCids(RegistryOf(p->env->config(), o.registry), s);
     if (!image.ok()) return FromError(image.error().With("resolving image " + t));
-    std::printf("image %s: %zu CIDs (layer blobs and indexes)\n", t.c_str(), image->size());
+    std::printf("image %s: %zu CIDs (config, layer blobs and indexes)\n", t.c_str(), image->size());
     cids.insert(cids.end(), image->begin(), image->end());
   }
   auto def = p->client->DefaultStorageConfig(dl);

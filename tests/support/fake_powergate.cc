@@ -67,6 +67,8 @@ struct FakePowergate::Impl final : public pb::UserService::Service {
   std::chrono::milliseconds thaw_time{300};
   bool stopping = false;
   Counters counters;
+  NetworkFetch network;
+  std::vector<std::string> staged_log;
 
   std::unique_ptr<grpc::Server> server;
   int grpc_port = 0;
@@ -156,13 +158,33 @@ struct FakePowergate::Impl final : public pb::UserService::Service {
   grpc::Status StageCid(grpc::ServerContext* ctx, const pb::StageCidRequest* req,
                         pb::StageCidResponse*) override {
     if (auto s = Auth(ctx); !s.ok()) return s;
-    std::lock_guard lk(mu);
-    ++counters.stage_cid;
-    auto it = objects.find(req->cid());
-    if (it == objects.end()) {
-      return {grpc::StatusCode::UNKNOWN, "pinning cid " + req->cid() + ": not found"};
+    NetworkFetch net;
+    {
+      std::lock_guard lk(mu);
+      ++counters.stage_cid;
+      auto it = objects.find(req->cid());
+      if (it != objects.end()) {
+        it->second.staged = true;
+        staged_log.push_back(req->cid());
+        return grpc::Status::OK;
+      }
+      net = network;
     }
-    it->second.staged = true;
+    const grpc::Status not_found{grpc::StatusCode::UNKNOWN,
+                                 "pinning cid " + req->cid() + ": not found"};
+    if (!net) return not_found;
+    // Pinned from "the network": fetched outside the lock, kept only if it is that CID.
+    auto data = net(req->cid());
+    if (!data.ok()) return not_found;
+    MapSink sink;
+    auto node = unixfs::ImportBytes(*data, profile, &sink);
+    if (!node.ok() || node->cid.ToString() != req->cid()) return not_found;
+    std::lock_guard lk(mu);
+    Object& o = objects[req->cid()];
+    o.data = std::move(*data);
+    o.blocks = std::move(sink.blocks);
+    o.staged = true;
+    staged_log.push_back(req->cid());
     return grpc::Status::OK;
   }
 
@@ -486,6 +508,31 @@ bool FakePowergate::IsHot(const mf::Cid& cid) const {
   std::lock_guard lk(impl_->mu);
   auto it = impl_->objects.find(cid.ToString());
   return it != impl_->objects.end() && it->second.hot;
+}
+
+void FakePowergate::SetNetwork(NetworkFetch fetch) {
+  std::lock_guard lk(impl_->mu);
+  impl_->network = std::move(fetch);
+}
+
+std::optional<FakePowergate::ObjectInfo> FakePowergate::Inspect(const std::string& cid) const {
+  std::lock_guard lk(impl_->mu);
+  auto it = impl_->objects.find(cid);
+  if (it == impl_->objects.end()) return std::nullopt;
+  const auto& o = it->second;
+  ObjectInfo info;
+  info.hot = o.hot;
+  info.cold = o.cold;
+  info.staged = o.staged;
+  info.has_config = o.has_config;
+  info.config_hot = o.config.hot().enabled();
+  info.config_cold = o.config.cold().enabled();
+  return info;
+}
+
+std::vector<std::string> FakePowergate::StagedCids() const {
+  std::lock_guard lk(impl_->mu);
+  return impl_->staged_log;
 }
 
 void FakePowergate::SetDataMode(DataMode mode) {

@@ -13,7 +13,9 @@
 //     SUCCESS (object hot) after the configured thaw time, or FAILED when thaws are set to fail,
 //     or stays EXECUTING until CompleteJob / FailJob / CancelJob when held;
 //   - StorageJob / WatchStorageJobs (current state first, then every change, until all final);
-//   - StageCid of a known object marks it staged; DefaultStorageConfig: hot off, cold on;
+//   - StageCid of a known object marks it staged; an unknown CID is pinned "from the IPFS
+//     network" when SetNetwork gave a way to get its bytes (imported with the profile, accepted
+//     only if the CID matches), else UNKNOWN "not found"; DefaultStorageConfig: hot off, cold on;
 //   - an HTTP Kubo-RPC proxy (POST /api/v0/block/get, /api/v0/cat, /api/v0/version) that needs
 //     header x-ipfs-ffs-auth with a valid token (403 otherwise) and serves hot objects only.
 // Thread-safe. Everything is stopped and joined in the destructor.
@@ -21,7 +23,9 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -57,6 +61,22 @@ class FakePowergate {
   Result<mf::Cid> AddObject(ByteView data, bool hot, bool cold);
   Status SetState(const mf::Cid& cid, bool hot, bool cold);
   bool IsHot(const mf::Cid& cid) const;
+
+  // "The IPFS network" Powergate's node pins from on StageCid of a CID it does not hold: the
+  // file bytes of a CID (any error = not found on the network).
+  using NetworkFetch = std::function<Result<Bytes>(const std::string& cid)>;
+  void SetNetwork(NetworkFetch fetch);
+
+  // What the fake holds for a CID (nullopt if unknown): storage state and the last applied
+  // storage config.
+  struct ObjectInfo {
+    bool hot = false, cold = false, staged = false;
+    bool has_config = false;                       // a storage config was applied
+    bool config_hot = false, config_cold = false;  // its hot.enabled / cold.enabled
+  };
+  std::optional<ObjectInfo> Inspect(const std::string& cid) const;
+  // Every CID a StageCid call succeeded for, in call order (repeats kept).
+  std::vector<std::string> StagedCids() const;
 
   void SetDataMode(DataMode mode);
   void SetThawMode(ThawMode mode, std::string fail_cause = "retrieval deal failed");
