@@ -1087,6 +1087,21 @@ struct RegistryServer::Impl {
     const BlobInfo info = **blob;
     auto cid = mf::Cid::Parse(info.cid);
     if (!cid.ok()) return InternalError(res, cid.error());
+    if (req.method != "HEAD") {
+      // Resolve the root through the fetch chain before answering 200: once the headers are out
+      // a failure can only drop the connection. This is where a blob no IPFS source has (only
+      // Powergate: "being retrieved from Filecoin, job <id>") gets a clear error instead.
+      auto size = ufs_reader->Size(
+          *cid, fetch::DeadlineIn(std::chrono::milliseconds(config().fetch.timeout_ms)));
+      if (!size.ok()) {
+        IPFLY_LOG_WARN("blob {} ({}): {}", digest, info.cid, size.error().ToString());
+        if (size.error().code() == Errc::kUnavailable || size.error().code() == Errc::kTimeout) {
+          res.set_header("Retry-After", "10");
+        }
+        return SendError(res, 503, "UNAVAILABLE",
+                         "blob content cannot be read now: " + size.error().message(), digest);
+      }
+    }
     res.set_header("Docker-Content-Digest", digest);
     res.set_header("ETag", "\"" + digest + "\"");
     res.set_header("Accept-Ranges", "bytes");
