@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <mutex>
 #include <random>
 #include <thread>
+#include <unordered_map>
 #include <utility>
 
 #include "core/base/log.h"
@@ -24,6 +26,48 @@ int64_t MsSince(Clock::time_point start) {
 }
 
 std::string CodeText(Errc c) { return std::string(ErrcName(c)); }
+
+// A source that fails the same object the same way (e.g. Powergate with thaws disabled:
+// kFailedPrecondition) fails every read of it, one FUSE read after the other. Its WARN line is
+// logged the first time for a (read root or CID, source, error kind), then at most once per
+// kFailureWarnInterval with the number of lines suppressed in between.
+constexpr std::chrono::seconds kFailureWarnInterval{60};
+constexpr size_t kFailureWarnMaxKeys = 4096;
+
+class FailureWarnLimiter {
+ public:
+  // True if the caller logs now; `suppressed` = occurrences not logged since the last line.
+  bool Allow(const std::string& key, uint64_t* suppressed) {
+    const auto now = Clock::now();
+    std::lock_guard lock(mu_);
+    if (entries_.size() >= kFailureWarnMaxKeys && !entries_.count(key)) {
+      std::erase_if(entries_,
+                    [&](const auto& e) { return now - e.second.last >= kFailureWarnInterval; });
+      if (entries_.size() >= kFailureWarnMaxKeys) entries_.clear();
+    }
+    auto [it, fresh] = entries_.try_emplace(key);
+    if (fresh || now - it->second.last >= kFailureWarnInterval) {
+      *suppressed = it->second.suppressed;
+      it->second = {now, 0};
+      return true;
+    }
+    ++it->second.suppressed;
+    return false;
+  }
+
+ private:
+  struct Entry {
+    Clock::time_point last;
+    uint64_t suppressed = 0;
+  };
+  std::mutex mu_;
+  std::unordered_map<std::string, Entry> entries_;
+};
+
+FailureWarnLimiter& FailureWarns() {
+  static FailureWarnLimiter limiter;
+  return limiter;
+}
 
 }  // namespace
 
@@ -341,11 +385,26 @@ Result<Block> Fetcher::FetchFromSources(const mf::Cid& cid, Deadline deadline) {
           c.unavailable.fetch_add(1, std::memory_order_relaxed);
           retryable = true;
           break;
-        default:
+        default: {
           c.other_errors.fetch_add(1, std::memory_order_relaxed);
-          IPFLY_LOG_WARN("fetcher: {} failed for {}: {}", src->name(), cid_str,
-                         r.error().ToString());
+          const mf::Cid* root = ReadRootScope::Current();
+          const std::string object = root ? root->ToString() : cid_str;
+          uint64_t suppressed = 0;
+          if (FailureWarns().Allow(object + "|" + src->name() + "|" + CodeText(code),
+                                   &suppressed)) {
+            std::string note;
+            if (suppressed) {
+              note = " (" + std::to_string(suppressed) + " similar failure(s) for " + object +
+                     " not logged in the last " + std::to_string(kFailureWarnInterval.count()) +
+                     " s)";
+            } else if (root) {
+              note = " (read of " + object + "; repeats logged at most once a minute)";
+            }
+            IPFLY_LOG_WARN("fetcher: {} failed for {}: {}{}", src->name(), cid_str,
+                           r.error().ToString(), note);
+          }
           break;
+        }
       }
       if (!retryable || attempt >= config_.retries) break;
       if (Clock::now() >= deadline) return timeout();
