@@ -230,6 +230,14 @@ std::string FsBlockStore::BlockPath(const mf::Multihash& mh) const {
   return dir_ + "/blocks/" + ShardOf(key) + "/" + key;
 }
 
+void FsBlockStore::AdoptLocked(const std::string& key, const std::string& path, uint64_t size) {
+  // The file was seen or written without the lock; an eviction (which unlinks under the lock)
+  // may have removed it since. Index only what is there now, so the index never names a file
+  // that is gone.
+  struct stat st;
+  if (index_.count(key) || ::stat(path.c_str(), &st) == 0) IndexLocked(key, size);
+}
+
 void FsBlockStore::IndexLocked(const std::string& key, uint64_t size) {
   auto it = index_.find(key);
   if (it != index_.end()) {
@@ -309,7 +317,7 @@ Result<Block> FsBlockStore::Get(const mf::Cid& cid, Deadline /*deadline*/) {
   hits_.fetch_add(1, std::memory_order_relaxed);
   {
     std::lock_guard lk(mu_);
-    IndexLocked(key, size);  // also adopts blocks written by another process sharing the dir
+    AdoptLocked(key, path, size);  // also adopts blocks written by another process
     EvictLocked();
   }
   if (options_.max_bytes != 0) {
@@ -337,7 +345,7 @@ Status FsBlockStore::Put(const Block& block) {
   struct stat st;
   if (::stat(path.c_str(), &st) == 0 && static_cast<uint64_t>(st.st_size) == block.size()) {
     std::lock_guard lk(mu_);
-    IndexLocked(key, block.size());
+    AdoptLocked(key, path, block.size());
     EvictLocked();
     return OkStatus();
   }
@@ -347,7 +355,7 @@ Status FsBlockStore::Put(const Block& block) {
     if (linked.ok() && *linked) {
       puts_.fetch_add(1, std::memory_order_relaxed);
       std::lock_guard lk(mu_);
-      IndexLocked(key, block.size());
+      AdoptLocked(key, path, block.size());
       EvictLocked();
       return OkStatus();
     }
@@ -385,7 +393,7 @@ Status FsBlockStore::Put(const Block& block) {
   }
   puts_.fetch_add(1, std::memory_order_relaxed);
   std::lock_guard lk(mu_);
-  IndexLocked(key, block.size());
+  AdoptLocked(key, path, block.size());
   EvictLocked();
   return OkStatus();
 }
@@ -434,7 +442,7 @@ Result<bool> FsBlockStore::Has(const mf::Cid& cid) {
   const std::string path = dir_ + "/blocks/" + ShardOf(key) + "/" + key;
   if (::stat(path.c_str(), &st) == 0) {
     std::lock_guard lk(mu_);
-    IndexLocked(key, static_cast<uint64_t>(st.st_size));
+    AdoptLocked(key, path, static_cast<uint64_t>(st.st_size));
     EvictLocked();
     return true;
   }

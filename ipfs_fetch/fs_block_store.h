@@ -114,6 +114,8 @@ class FsBlockStore : public BlockStore {
   Status Scan();
   // Inserts or refreshes `key` in the index. Requires mu_.
   void IndexLocked(const std::string& key, uint64_t size);
+  // IndexLocked if the block's file still exists (it was seen or written outside the lock).
+  void AdoptLocked(const std::string& key, const std::string& path, uint64_t size);
   // Removes `key` from the index (not the file). Requires mu_.
   void UnindexLocked(const std::string& key);
   // Deletes least-recently-used blocks until bytes_ <= cap. Requires mu_.
