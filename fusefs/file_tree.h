@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -57,6 +58,17 @@ class FileTree {
   // Reads file content [off, off + out.size()); returns the bytes read (short only at EOF).
   // May block to fetch data but must return (success or error) within its own deadline.
   virtual Result<size_t> Read(uint64_t ino, uint64_t off, MutableByteView out) = 0;
+  // Zero-copy reads. If [off, off + len) of the file, cut at the end of the file and not
+  // empty, is all held in a local file, calls `send(fd, fd_offset, n)` once with the descriptor,
+  // the offset of the range in it and its length, keeping it valid and unchanged until `send`
+  // returns, and returns send's status. Returns kNotFound without calling `send` when the range
+  // is not all local, is empty, or the tree keeps no such file (the caller then uses Read).
+  // Never fetches. Default: kNotFound.
+  using SendLocal = std::function<Status(int fd, uint64_t fd_offset, size_t n)>;
+  virtual Status ReadLocal(uint64_t ino, uint64_t off, size_t len, const SendLocal& send) {
+    (void)ino, (void)off, (void)len, (void)send;
+    return NotFound("no local copy");
+  }
   // A human-readable name of the inode for log lines ("<layer> <path>").
   virtual std::string Describe(uint64_t ino) = 0;
 };

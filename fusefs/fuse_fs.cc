@@ -128,6 +128,18 @@ void LogFromLibfuse(enum fuse_log_level level, const char* fmt, va_list ap) {
   }
 }
 
+// The largest read request whose spliced reply fits a pipe this process may size: libfuse
+// splices a reply only if header + data + a few pages fit one pipe, and without
+// CAP_SYS_RESOURCE a pipe grows to /proc/sys/fs/pipe-max-size at most (1 MiB by default).
+// Otherwise it silently falls back to a fresh buffer per reply, which costs more than a copy.
+size_t SpliceMaxRead() {
+  size_t pipe_max = 1 << 20;
+  if (std::ifstream in("/proc/sys/fs/pipe-max-size"); in) in >> pipe_max;
+  size_t r = 128 << 10;  // the kernel's default request size
+  while (r * 2 <= (1u << 20) && r * 2 + (64 << 10) <= pipe_max) r *= 2;
+  return r;
+}
+
 // Escapes a value for libfuse's -o parser, which splits at ',' and treats '\' as an escape.
 std::string EscapeMountOption(const std::string& v) {
   std::string out;
@@ -429,13 +441,19 @@ void Server::Init(fuse_conn_info* conn) {
   enable(FUSE_CAP_READDIRPLUS_AUTO);
   // Link targets never change: let the kernel keep them in the page cache.
   enable(FUSE_CAP_CACHE_SYMLINKS);
-  // Nothing is ever written. The splice capabilities only pay off for writes or replies from
-  // file descriptors (fuse_reply_data); our replies are memory buffers sent with writev.
+  // Nothing is ever written: no splice of requests. Replies of cached data are spliced from the
+  // span cache file (fuse_reply_data with an fd buffer); other replies are memory buffers sent
+  // with writev.
+  if (options_.splice_cached_reads) {
+    enable(FUSE_CAP_SPLICE_WRITE);
+    conn->max_read = static_cast<unsigned>(SpliceMaxRead());  // must match the mount option
+  } else {
+    conn->want &= ~FUSE_CAP_SPLICE_WRITE;
+  }
   // AUTO_INVAL_DATA would drop the page cache on attribute changes that never happen.
-  conn->want &= ~(FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE |
-                  FUSE_CAP_SPLICE_MOVE | FUSE_CAP_AUTO_INVAL_DATA | FUSE_CAP_ATOMIC_O_TRUNC |
-                  FUSE_CAP_HANDLE_KILLPRIV | FUSE_CAP_POSIX_ACL | FUSE_CAP_IOCTL_DIR |
-                  FUSE_CAP_EXPORT_SUPPORT);
+  conn->want &= ~(FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_MOVE |
+                  FUSE_CAP_AUTO_INVAL_DATA | FUSE_CAP_ATOMIC_O_TRUNC | FUSE_CAP_HANDLE_KILLPRIV |
+                  FUSE_CAP_POSIX_ACL | FUSE_CAP_IOCTL_DIR | FUSE_CAP_EXPORT_SUPPORT);
   // Readahead requests are "background" requests; the kernel default (12 in flight) starves a
   // server whose reads wait on the network.
   conn->max_background = std::max(16u, options_.threads * 2);
@@ -618,6 +636,31 @@ void Server::Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_f
     h = &by_ino;
   }
   if (!h || !h->tree || off < 0) return (void)fuse_reply_err(req, EINVAL);
+  // Cached data is spliced from the cache file to /dev/fuse: no copy through this process, and
+  // the tree keeps the range stable until the reply is sent. Once fuse_reply_data ran, the
+  // request is answered (or gone), whatever it returned.
+  if (options_.splice_cached_reads) {
+    bool replied = false;
+    Status st = h->tree->ReadLocal(
+        h->local, static_cast<uint64_t>(off), size, [&](int fd, uint64_t fd_off, size_t n) {
+          fuse_bufvec bv = FUSE_BUFVEC_INIT(n);
+          bv.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+          bv.buf[0].fd = fd;
+          bv.buf[0].pos = static_cast<off_t>(fd_off);
+          replied = true;
+          int rc = fuse_reply_data(req, &bv, static_cast<fuse_buf_copy_flags>(0));
+          if (rc != 0 && rc != -ENOENT) return Status(ErrnoError("fuse_reply_data", -rc));
+          return OkStatus();
+        });
+    if (replied) {
+      if (!st.ok()) LogReadError(*h, off, size, st.error());
+      return;
+    }
+    if (st.error().code() != Errc::kNotFound) {
+      LogReadError(*h, off, size, st.error());
+      return (void)fuse_reply_err(req, ToErrno(st.error()));
+    }
+  }
   // One buffer per worker thread, reused across requests (at most max_pages, 1 MiB, each).
   thread_local std::vector<uint8_t> buf;
   if (buf.size() < size) buf.resize(size);
@@ -852,6 +895,7 @@ Status Server::Start() {
 
   std::string opts =
       "ro,noatime,default_permissions,subtype=ipfly,fsname=" + EscapeMountOption(options_.fsname);
+  if (options_.splice_cached_reads) opts += ",max_read=" + std::to_string(SpliceMaxRead());
   if (options_.allow_other) {
     if (geteuid() == 0) {
       opts += ",allow_other";

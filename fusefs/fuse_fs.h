@@ -39,6 +39,9 @@ struct FuseOptions {
   // Readahead of the mount in KiB, set through /sys/class/bdi (root only; 0 = kernel default,
   // 128 KiB). Larger readahead means fewer, larger read requests for sequential readers.
   unsigned read_ahead_kb = 1024;
+  // Replies of data a tree holds in a local file (FileTree::ReadLocal: cached spans) are spliced
+  // from that file to /dev/fuse instead of copied through this process.
+  bool splice_cached_reads = true;
 };
 
 class FuseFs {

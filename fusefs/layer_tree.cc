@@ -231,6 +231,17 @@ Result<size_t> LayerTree::Read(uint64_t ino, uint64_t off, MutableByteView out) 
   return len;
 }
 
+Status LayerTree::ReadLocal(uint64_t ino, uint64_t off, size_t len, const SendLocal& send) {
+  const Node* n = IPFLY_TRY(NodeOf(ino));
+  if (!S_ISREG(n->mode) || n->whiteout) return InvalidArgument("not a regular file");
+  const auto& e = index_->entries[n->entry];
+  if (off >= e.size) return NotFound("at or past the end of the file");
+  const size_t count = static_cast<size_t>(std::min<uint64_t>(len, e.size - off));
+  if (count == 0) return NotFound("empty range");
+  return reader_->WithCachedRange(e.data_offset + off, count,
+                                  [&](int fd, uint64_t fd_off) { return send(fd, fd_off, count); });
+}
+
 std::string LayerTree::Describe(uint64_t ino) {
   auto n = NodeOf(ino);
   return name_ + " /" + (n.ok() ? (*n)->display_path : "<inode " + std::to_string(ino) + ">");

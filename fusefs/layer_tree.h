@@ -37,6 +37,8 @@ class LayerTree : public FileTree {
   Result<std::vector<std::string>> ListXattr(uint64_t ino) override;
   Result<std::string> GetXattr(uint64_t ino, std::string_view name) override;
   Result<size_t> Read(uint64_t ino, uint64_t off, MutableByteView out) override;
+  // From the layer's span cache file when every span of the range is cached.
+  Status ReadLocal(uint64_t ino, uint64_t off, size_t len, const SendLocal& send) override;
   std::string Describe(uint64_t ino) override;
 
   layer::LayerReader* reader() const { return reader_.get(); }

@@ -168,6 +168,32 @@ struct LayerReader::Impl {
     return freed;
   }
 
+  // Readahead of the span cache file for sequential readers. FUSE splits a sequential read
+  // into requests that several worker threads serve slightly out of order, so the kernel's own
+  // readahead on the shared data fd often loses track and falls back to small synchronous
+  // reads. When a cached read starts near where the previous one ended, the next
+  // kCacheReadAhead bytes of the file are requested (POSIX_FADV_WILLNEED: asynchronous), once
+  // per window. Holes (spans not cached) cost nothing. Called under the shared io lock.
+  static constexpr uint64_t kCacheReadAhead = 8ull << 20;
+  std::atomic<uint64_t> seq_next{0};  // end of the last cached read
+  std::atomic<uint64_t> ra_until{0};  // the file is being read ahead up to here
+
+  void ReadAheadCached(uint64_t off, uint64_t len) {
+    const uint64_t end = off + len;
+    const uint64_t prev = seq_next.exchange(end, std::memory_order_relaxed);
+    constexpr uint64_t kNear = kCacheReadAhead / 2;
+    if (off + kNear < prev || off > prev + kNear) return;  // not sequential
+    uint64_t until = ra_until.load(std::memory_order_relaxed);
+    // A window far from this read (the reader jumped) no longer helps: start a new one here.
+    uint64_t from = (until < off || until > off + 2 * kCacheReadAhead) ? end : until;
+    if (from >= off + kNear && from == until) return;  // still far enough ahead
+    uint64_t to = std::min(end + kCacheReadAhead, index->uncompressed_size);
+    if (to <= from) return;
+    if (!ra_until.compare_exchange_strong(until, to, std::memory_order_relaxed)) return;
+    ::posix_fadvise(data_fd, static_cast<off_t>(from), static_cast<off_t>(to - from),
+                    POSIX_FADV_WILLNEED);
+  }
+
   // Decompresses span `i`, checks its hash, stores it. Called without `mu` held.
   Result<std::shared_ptr<const Bytes>> Produce(size_t i, fetch::Deadline dl) {
     const LayerIndex& idx = *index;
@@ -239,7 +265,9 @@ struct LayerReader::Impl {
         ++stats.span_hits;
         lk.unlock();
         if (options.test_before_cached_pread) options.test_before_cached_pread();
-        return PreadAll(data_fd, out.data(), out.size(), off);
+        Status st = PreadAll(data_fd, out.data(), out.size(), off);
+        if (st.ok()) ReadAheadCached(off, out.size());
+        return st;
       }
       if (data_fd < 0) {
         auto it = mem.find(i);
@@ -344,6 +372,30 @@ Result<size_t> LayerReader::Read(uint64_t offset, MutableByteView out, fetch::De
     done += n;
   }
   return len;
+}
+
+Status LayerReader::WithCachedRange(uint64_t offset, uint64_t len,
+                                    const std::function<Status(int fd, uint64_t offset)>& fn) {
+  Impl& m = *impl_;
+  const LayerIndex& idx = *m.index;
+  if (m.data_fd < 0 || len == 0 || offset >= idx.uncompressed_size ||
+      len > idx.uncompressed_size - offset) {
+    return NotFound("range not in the span cache");
+  }
+  std::shared_lock io(m.io_mu);  // held until fn returns: a drop waits for it
+  {
+    std::lock_guard lk(m.mu);
+    const size_t first = idx.SpanOf(offset), last = idx.SpanOf(offset + len - 1);
+    for (size_t i = first; i <= last; ++i) {
+      if (!m.present[i]) return NotFound("range not in the span cache");
+    }
+    m.stats.span_hits += last - first + 1;
+  }
+  m.last_access_ns.store(std::chrono::steady_clock::now().time_since_epoch().count(),
+                         std::memory_order_relaxed);
+  Status st = fn(m.data_fd, offset);
+  if (st.ok()) m.ReadAheadCached(offset, len);
+  return st;
 }
 
 const LayerIndex& LayerReader::index() const { return *impl_->index; }

@@ -97,6 +97,14 @@ class LayerReader {
   // kTimeout/kUnavailable/kNotFound from the blob source, kIo from the span cache.
   Result<size_t> Read(uint64_t offset, MutableByteView out, fetch::Deadline deadline);
 
+  // Zero-copy access to cached data: if every span of [offset, offset + len) of the
+  // uncompressed stream is in the span cache file, calls fn(fd, offset) (the file holds the
+  // stream at its own offsets) while holding the cache stable — no drop can punch the range
+  // until fn returns — and returns fn's status. kNotFound, without calling fn, if any of it is
+  // not cached (or the reader has no cache file). Never fetches; counts as span hits.
+  Status WithCachedRange(uint64_t offset, uint64_t len,
+                         const std::function<Status(int fd, uint64_t offset)>& fn);
+
   const LayerIndex& index() const;
   LayerReaderStats stats() const;
 

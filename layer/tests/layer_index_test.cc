@@ -257,6 +257,69 @@ TEST(LayerReader, IndexesWithDifferentSpansDoNotShareACache) {
   }
 }
 
+// Zero-copy access hands out the cache file only for ranges that are entirely cached, at the
+// stream's own offsets, and a drop waits until the caller is done with it.
+TEST(LayerReader, WithCachedRangeOnlyForCachedRanges) {
+  Built b = BuildFrom("gzip -c", 64 * 1024);
+  auto idx = std::make_shared<const LayerIndex>(b.index);
+  ASSERT_GT(idx->points.size(), 4u);
+  ipfly::testing::TempDir tmp;
+  LayerReaderOptions ro;
+  ro.cache_dir = tmp.path();
+  auto r = LayerReader::Open(idx, std::make_unique<MemBlob>(b.blob), ro);
+  ASSERT_TRUE(r.ok());
+  LayerReader& reader = **r;
+  const uint64_t s1 = idx->SpanStart(1), s3 = idx->SpanStart(3);
+  int calls = 0;
+  auto check = [&](int fd, uint64_t off) {
+    ++calls;
+    Bytes got(static_cast<size_t>(s3 - s1));
+    if (::pread(fd, got.data(), got.size(), static_cast<off_t>(off)) !=
+        static_cast<ssize_t>(got.size())) {
+      return Status(IoError("short pread"));
+    }
+    EXPECT_EQ(off, s1);
+    EXPECT_EQ(std::memcmp(got.data(), b.tar.data() + s1, got.size()), 0);
+    return OkStatus();
+  };
+  // Nothing cached yet: no fd, no fetch.
+  EXPECT_EQ(reader.WithCachedRange(s1, s3 - s1, check).error().code(), Errc::kNotFound);
+  EXPECT_EQ(reader.stats().spans_decompressed, 0u);
+  // Span 1 cached, span 2 not: still not.
+  Bytes one(16);
+  ASSERT_TRUE(reader.Read(s1, one, fetch::DeadlineIn(std::chrono::seconds(10))).ok());
+  EXPECT_EQ(reader.WithCachedRange(s1, s3 - s1, check).error().code(), Errc::kNotFound);
+  EXPECT_EQ(calls, 0);
+  ASSERT_TRUE(
+      reader.Read(idx->SpanStart(2), one, fetch::DeadlineIn(std::chrono::seconds(10))).ok());
+  EXPECT_TRUE(reader.WithCachedRange(s1, s3 - s1, check).ok());
+  EXPECT_EQ(calls, 1);
+  // Out of range: not found, never a call.
+  EXPECT_EQ(reader.WithCachedRange(idx->uncompressed_size, 1, check).error().code(),
+            Errc::kNotFound);
+  EXPECT_EQ(reader.WithCachedRange(0, 0, check).error().code(), Errc::kNotFound);
+  // A drop started while the caller holds the range waits for it.
+  std::atomic<bool> in_fn{false}, dropped{false};
+  std::thread holder([&] {
+    EXPECT_TRUE(reader
+                    .WithCachedRange(s1, s3 - s1,
+                                     [&](int fd, uint64_t off) {
+                                       in_fn = true;
+                                       std::this_thread::sleep_for(std::chrono::milliseconds(200));
+                                       EXPECT_FALSE(dropped.load());
+                                       return check(fd, off);
+                                     })
+                    .ok());
+  });
+  while (!in_fn) std::this_thread::yield();
+  auto freed = reader.DropSpanCache();
+  dropped = true;
+  holder.join();
+  ASSERT_TRUE(freed.ok());
+  EXPECT_GT(*freed, 0u);
+  EXPECT_EQ(reader.WithCachedRange(s1, s3 - s1, check).error().code(), Errc::kNotFound);
+}
+
 // The snapshotter's span cache cap drops caches while containers read: every read must still
 // return the layer's bytes (never the zeros of a punched hole), and the accounting and the
 // persisted map must stay right.
