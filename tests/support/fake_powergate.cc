@@ -424,8 +424,14 @@ Result<std::unique_ptr<FakePowergate>> FakePowergate::Start(FakePowergateOptions
   impl->thaw_time = options.thaw_time;
   impl->profile = IPFLY_TRY(unixfs::ImportProfile::ByName(options.profile));
   grpc::ServerBuilder builder;
-  builder.AddListeningPort("127.0.0.1:" + std::to_string(options.grpc_port),
-                           grpc::InsecureServerCredentials(), &impl->grpc_port);
+  std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
+  if (!options.tls_cert_pem.empty() && !options.tls_key_pem.empty()) {
+    grpc::SslServerCredentialsOptions ssl;
+    ssl.pem_key_cert_pairs.push_back({options.tls_key_pem, options.tls_cert_pem});
+    creds = grpc::SslServerCredentials(ssl);
+  }
+  builder.AddListeningPort("127.0.0.1:" + std::to_string(options.grpc_port), creds,
+                           &impl->grpc_port);
   builder.RegisterService(impl.get());
   impl->server = builder.BuildAndStart();
   if (!impl->server || impl->grpc_port == 0) {

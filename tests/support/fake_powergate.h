@@ -42,6 +42,9 @@ struct FakePowergateOptions {
   bool http_proxy = true;
   int grpc_port = 0;  // 0 = any free port
   int http_port = 0;
+  // TLS on the gRPC port when both are set (PEM text), as powd behind a TLS endpoint.
+  std::string tls_cert_pem;
+  std::string tls_key_pem;
 };
 
 class FakePowergate {

@@ -148,6 +148,50 @@ TEST_F(PowergateTest, ClientTokenErrors) {
   EXPECT_EQ(pg_->counters().denied, 2u);
 }
 
+// [powergate] tls = true: the client verifies powd's certificate against tls_ca (or the
+// system roots) and speaks TLS; a plaintext client cannot talk to a TLS server.
+TEST_F(PowergateTest, ClientOverTls) {
+  auto r = testing::Sh("cd " + std::string(tmp_.path()) +
+                       " && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1"
+                       " -nodes -subj /CN=localhost -addext subjectAltName=DNS:localhost"
+                       " -days 1 -keyout key.pem -out cert.pem 2>&1");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  testing::FakePowergateOptions o;
+  o.tls_cert_pem = testing::ReadFile(tmp_ / "cert.pem");
+  o.tls_key_pem = testing::ReadFile(tmp_ / "key.pem");
+  auto tls_pg = FakePowergate::Start(o);
+  ASSERT_TRUE(tls_pg.ok()) << tls_pg.error().ToString();
+  auto data = RandomBytes(5000, 9);
+  auto cid = (*tls_pg)->AddObject(data, true, false);
+  ASSERT_TRUE(cid.ok());
+  const std::string port = (*tls_pg)->address().substr((*tls_pg)->address().rfind(':') + 1);
+  PowergateConfig c;
+  c.address = "localhost:" + port;  // the name in the certificate
+  c.token = "test-token";
+  c.tls = true;
+  c.tls_ca = tmp_ / "cert.pem";
+  auto client = Client::FromConfig(c);
+  ASSERT_TRUE(client.ok()) << client.error().ToString();
+  auto info = (*client)->CidInfo(cid->ToString(), DeadlineIn(milliseconds(10000)));
+  ASSERT_TRUE(info.ok()) << info.error().ToString();
+  EXPECT_EQ(info->cid(), cid->ToString());
+  // Without our CA (system roots) the self-signed certificate is refused.
+  c.tls_ca.clear();
+  auto untrusted = Client::FromConfig(c);
+  ASSERT_TRUE(untrusted.ok());
+  EXPECT_FALSE((*untrusted)->CidInfo(cid->ToString(), DeadlineIn(milliseconds(3000))).ok());
+  // Plaintext against the TLS port fails too, and a missing CA file is a clear config error.
+  c.tls = false;
+  auto plain = Client::FromConfig(c);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_FALSE((*plain)->CidInfo(cid->ToString(), DeadlineIn(milliseconds(3000))).ok());
+  c.tls = true;
+  c.tls_ca = tmp_ / "missing.pem";
+  auto bad = Client::FromConfig(c);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message().find("tls_ca"), std::string::npos);
+}
+
 TEST_F(PowergateTest, ClientStatesAndStreaming) {
   auto data = RandomBytes(300'000, 2);
   auto hot = pg_->AddObject(data, true, false);
